@@ -1,0 +1,9 @@
+"""serving_harness: an Open Inference Protocol v2 server with dynamic batching and Prometheus metrics.
+
+It ships inside bundles and never imports ``workbench``.
+"""
+
+from serving_harness.settings import BatchingSettings, LimitsSettings, RuntimeSettings, ServingSettings
+
+__all__ = ["BatchingSettings", "LimitsSettings", "RuntimeSettings", "ServingSettings"]
+__version__ = "0.1.0"

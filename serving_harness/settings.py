@@ -1,0 +1,89 @@
+"""ServingSettings: everything about serving a model that needs no rebuild.
+
+The same object is swept by the workbench, recorded in reports and shipped in bundles as
+``serving.json``. Environment variables with the prefix ``SH_`` override it when serving
+(``SH_BATCHING__MAX_BATCH_SIZE=32``).
+
+Example::
+
+    settings = ServingSettings(
+        runtime=RuntimeSettings(name="onnxruntime", intra_op_threads=1),
+        instances=2,
+        batching=BatchingSettings(max_batch_size=32, max_queue_delay_us=500),
+    )
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RuntimeName = Literal["onnxruntime", "torch", "tensorrt"]
+GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RuntimeSettings(_Frozen):
+    """Which runtime runs the model, and its knobs."""
+
+    name: RuntimeName = "onnxruntime"
+    intra_op_threads: int = Field(default=1, ge=0, description="Threads inside one op (0 = runtime default).")
+    inter_op_threads: int = Field(default=1, ge=0, description="Threads across ops (0 = runtime default).")
+    graph_optimization_level: GraphOptimizationLevel = "all"
+    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    device: str = Field(default="cpu", description="torch device for the torch runtimes: cpu or cuda[:N].")
+
+
+class BatchingSettings(_Frozen):
+    """Dynamic batching: a batch is cut at max_batch_size or after max_queue_delay_us."""
+
+    max_batch_size: int = Field(default=1, ge=1)
+    max_queue_delay_us: int = Field(default=0, ge=0)
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> BatchingSettings:
+        too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
+        if too_big:
+            raise ValueError(f"preferred_batch_sizes {too_big} must lie in 1..max_batch_size={self.max_batch_size}")
+        return self
+
+
+class LimitsSettings(_Frozen):
+    """Admission limits: what the server refuses before it does any work."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_queue_size: int = Field(default=1024, ge=1, description="Queued requests per model before 503.")
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    retry_after_s: int = Field(default=1, ge=0)
+
+
+class ServingSettings(BaseSettings):
+    """How a model is served. Swept by the workbench, shipped in bundles as serving.json."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SH_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    runtime: RuntimeSettings = RuntimeSettings()
+    instances: int = Field(default=1, ge=1, description="Model instances (threads) that run batches.")
+    batching: BatchingSettings = BatchingSettings()
+    limits: LimitsSettings = LimitsSettings()
+    auth_token: str | None = Field(default=None, description="Bearer token for inference and metadata routes.")
+    rate_limit_rps: float | None = Field(default=None, gt=0, description="Per-token request rate (429 above).")
+    cache_size: int = Field(default=0, ge=0, description="Prediction cache entries (0 = off).")
+
+    def describe(self) -> str:
+        """A short human label such as ``ort t1 b32/500us x2``."""
+        rt = {"onnxruntime": "ort", "torch": "torch", "tensorrt": "trt"}[self.runtime.name]
+        parts = [rt, f"t{self.runtime.intra_op_threads}"]
+        if self.batching.max_batch_size > 1:
+            parts.append(f"b{self.batching.max_batch_size}/{self.batching.max_queue_delay_us}us")
+        if self.instances > 1:
+            parts.append(f"x{self.instances}")
+        return " ".join(parts)

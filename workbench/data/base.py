@@ -1,0 +1,56 @@
+"""Datasets and metrics.
+
+A Dataset is arrays named like the model's inputs (N samples, batch first) and optional labels.
+A Metric scores a variant's outputs on the whole evaluation set; ``higher_is_better`` tells the
+accuracy gate which way a drop goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workbench.registry import Registry
+from workbench.spec import DataSpec
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    inputs: Arrays
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, count: int) -> Dataset:
+        labels = None if self.labels is None else self.labels[:count]
+        return Dataset({k: v[:count] for k, v in self.inputs.items()}, labels)
+
+    def batch(self, start: int, size: int) -> Arrays:
+        """``size`` samples from ``start``, wrapping around so any batch size can be served."""
+        index = np.arange(start, start + size) % len(self)
+        return {k: np.ascontiguousarray(v[index]) for k, v in self.inputs.items()}
+
+    def batches(self, size: int) -> Iterator[Arrays]:
+        for start in range(0, len(self), size):
+            yield {k: v[start : start + size] for k, v in self.inputs.items()}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``score(outputs, reference, labels) -> float`` over the whole evaluation set."""
+
+    name: str
+    higher_is_better: bool
+    score: Callable[[Arrays, Arrays, np.ndarray | None], float]
+
+
+# A dataset source: (spec, cache directory) -> Dataset.
+DatasetSource = Callable[[DataSpec, Path], Dataset]
+DATASET_SOURCES: Registry[DatasetSource] = Registry("datasets")
+METRICS: Registry[Metric] = Registry("metrics")

@@ -1,0 +1,51 @@
+"""The workbench's errors. The CLI is the one place that turns them into a message and an exit code.
+
+    WorkbenchError                     exit 1
+    ├── UsageError                     exit 2: the input is wrong; the message says how
+    │   ├── RecipeError                a recipe file: file, key path, what was expected
+    │   └── NotFoundError              a run, report, variant or file that is not there
+    ├── MissingDependencyError         an extra or a GPU the work needs; says what to install
+    ├── BuildError                     a build step failed (the sweep records it and goes on)
+    └── MeasurementError               a measurement could not be taken (server died, bad outputs)
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base of every error the workbench raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(WorkbenchError):
+    """The user's input is wrong."""
+
+    exit_code = 2
+
+
+class RecipeError(UsageError):
+    """A recipe is malformed. Formats as ``file: key.path: what was expected``."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.detail = message
+        location = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class NotFoundError(UsageError):
+    """Something the user named is not there."""
+
+
+class MissingDependencyError(WorkbenchError):
+    """An optional dependency or a GPU is missing."""
+
+
+class BuildError(WorkbenchError):
+    """A build step failed."""
+
+
+class MeasurementError(WorkbenchError):
+    """A measurement could not be taken."""

@@ -1,0 +1,53 @@
+"""One registry type for every plugin family (steps, model sources, metrics).
+
+Plugins register with a decorator, or from other distributions through the entry point group
+``workbench.<family>``. Unknown names raise an error that lists what is available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from workbench.errors import UsageError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names → plugins of one family."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._items: dict[str, T] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorate(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                raise ValueError(f"{self.family} {name!r} is registered twice")
+            self._items[name] = item
+            return item
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        self._load_entry_points()
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UsageError(
+                f"unknown {self.family} {name!r}; available: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._items)
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in entry_points(group=f"workbench.{self.family}"):
+            self._items.setdefault(ep.name, ep.load())

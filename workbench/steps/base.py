@@ -1,0 +1,54 @@
+"""The Step contract (after Olive's passes): an artifact in, a new artifact at a new path out.
+
+A step never modifies its input. ``build.py`` caches each step's output by
+hash(parent artifact, step name, step config) and records the lineage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from workbench.artifact import Artifact
+from workbench.registry import Registry
+
+
+class StepConfig(BaseModel):
+    """Base of every step's Config: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What steps may need beyond the artifact: sample inputs and calibration data.
+
+    ``sample_inputs`` is a small batch (batch first) used for tracing and export;
+    ``calibration_inputs`` are batches from the recipe's data for static quantization;
+    ``dynamic_axes`` names the dynamic axes per input, e.g. ``{"input": {0: "batch"}}``.
+    """
+
+    sample_inputs: dict[str, np.ndarray]
+    dynamic_axes: dict[str, dict[int, str]]
+    output_names: tuple[str, ...]
+    calibration_inputs: tuple[dict[str, np.ndarray], ...] = ()
+    fine_tune: object | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Step(Protocol):
+    """A build step."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StepConfig]]
+
+    def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
+        """Write a new artifact under ``workdir`` (empty, owned by this call) and return it."""
+        ...
+
+
+STEPS: Registry[type[Step]] = Registry("steps")
