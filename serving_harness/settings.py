@@ -66,9 +66,7 @@ class LimitsSettings(_Frozen):
 class ServingSettings(BaseSettings):
     """How a model is served. Swept by the workbench, shipped in bundles as serving.json."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SH_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="SH_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     runtime: RuntimeSettings = RuntimeSettings()
     instances: int = Field(default=1, ge=1, description="Model instances (threads) that run batches.")

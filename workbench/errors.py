@@ -1,12 +1,12 @@
 """The workbench's errors. The CLI is the one place that turns them into a message and an exit code.
 
-    WorkbenchError                     exit 1
-    ├── UsageError                     exit 2: the input is wrong; the message says how
-    │   ├── RecipeError                a recipe file: file, key path, what was expected
-    │   └── NotFoundError              a run, report, variant or file that is not there
-    ├── MissingDependencyError         an extra or a GPU the work needs; says what to install
-    ├── BuildError                     a build step failed (the sweep records it and goes on)
-    └── MeasurementError               a measurement could not be taken (server died, bad outputs)
+WorkbenchError                     exit 1
+├── UsageError                     exit 2: the input is wrong; the message says how
+│   ├── RecipeError                a recipe file: file, key path, what was expected
+│   └── NotFoundError              a run, report, variant or file that is not there
+├── MissingDependencyError         an extra or a GPU the work needs; says what to install
+├── BuildError                     a build step failed (the sweep records it and goes on)
+└── MeasurementError               a measurement could not be taken (server died, bad outputs)
 """
 
 from __future__ import annotations

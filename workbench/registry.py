@@ -6,6 +6,7 @@ Plugins register with a decorator, or from other distributions through the entry
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -18,8 +19,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Names → plugins of one family."""
 
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, *, builtins: str | None = None) -> None:
+        """``builtins`` names the package whose import registers the built-in plugins."""
         self.family = family
+        self._builtins = builtins
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
 
@@ -37,9 +40,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UsageError(
-                f"unknown {self.family} {name!r}; available: {', '.join(self.names())}"
-            ) from None
+            raise UsageError(f"unknown {self.family} {name!r}; available: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -49,5 +50,7 @@ class Registry(Generic[T]):
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
+        if self._builtins:
+            importlib.import_module(self._builtins)
         for ep in entry_points(group=f"workbench.{self.family}"):
             self._items.setdefault(ep.name, ep.load())

@@ -52,5 +52,5 @@ class Metric:
 
 # A dataset source: (spec, cache directory) -> Dataset.
 DatasetSource = Callable[[DataSpec, Path], Dataset]
-DATASET_SOURCES: Registry[DatasetSource] = Registry("datasets")
-METRICS: Registry[Metric] = Registry("metrics")
+DATASET_SOURCES: Registry[DatasetSource] = Registry("datasets", builtins="workbench.data")
+METRICS: Registry[Metric] = Registry("metrics", builtins="workbench.data.metrics")

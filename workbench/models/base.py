@@ -28,4 +28,4 @@ class SourceModel:
 
 # A model source: (spec, cache directory owned by the source) -> SourceModel.
 ModelSource = Callable[[ModelSpec, Path], SourceModel]
-MODEL_SOURCES: Registry[ModelSource] = Registry("model_sources")
+MODEL_SOURCES: Registry[ModelSource] = Registry("model_sources", builtins="workbench.models")

@@ -51,4 +51,4 @@ class Step(Protocol):
         ...
 
 
-STEPS: Registry[type[Step]] = Registry("steps")
+STEPS: Registry[type[Step]] = Registry("steps", builtins="workbench.steps")
