@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from serving_harness.settings import RuntimeName
+
 ArtifactFormat = Literal["torch", "onnx", "torchscript", "torch_export"]
 
 # Which serving_harness runtime serves each artifact format by default.
-DEFAULT_RUNTIME: dict[str, str] = {
+DEFAULT_RUNTIME: dict[str, RuntimeName] = {
     "torch": "torch",
     "onnx": "onnxruntime",
     "torchscript": "torch",

@@ -77,7 +77,8 @@ def select_best(frame: pd.DataFrame, constraints: dict[str, Bound], objective: O
     feasible = rows[[not violations(r, constraints) for _, r in rows.iterrows()]]
     if feasible.empty:
         return None
-    best = feasible.loc[feasible[metric].idxmax() if objective.maximize else feasible[metric].idxmin()]
+    ordered = feasible.sort_values(metric, ascending=objective.maximize is None, kind="stable")
+    best = ordered.iloc[0]
     word = "highest" if objective.maximize else "lowest"
     bounds = ", ".join(f"{k} {_bound_text(b)}" for k, b in constraints.items()) or "no constraints"
     reason = f"{word} {metric} at batch {batch} among {len(feasible)} feasible of {len(rows)} ({bounds})"
