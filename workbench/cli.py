@@ -198,11 +198,11 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to
 @app.command()
 def doctor() -> None:
     """What is installed, CPU flags, GPU or not, and which extras work."""
-    from workbench.doctor import doctor_table, run_checks
+    from workbench.doctor import doctor_table, required_ok, run_checks
 
     checks = run_checks()
     console.print(doctor_table(checks))
-    if any(not c.ok and c.required for c in checks):
+    if not required_ok(checks):
         raise typer.Exit(1)
 
 

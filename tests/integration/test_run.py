@@ -41,7 +41,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_run_writes_a_complete_report(finished_run: Path) -> None:
     envelope = ReportStore(finished_run.parents[1]).find(str(finished_run)).read_envelope()
     assert envelope.status == "complete"
-    assert envelope.environment["cpu"]["logical_cores"] >= 1
+    assert envelope.environment["cpu"]["cores_logical"] >= 1
     frame = pd.read_parquet(finished_run / "results.parquet")
     assert set(frame["variant"]) == {"torch-eager", "ort-fp32", "ort-int8-matmul", "ort-int8-conv"}
     ok = frame[frame["status"] == "ok"]
@@ -61,14 +61,21 @@ def test_lineage_and_build_cache(finished_run: Path, tmp_path: Path) -> None:
     int8 = records["ort-int8-matmul"]
     assert [e["step"] for e in int8.lineage] == ["export.onnx", "quantize.ort_dynamic"]
     assert int8.lineage[1]["parent_hash"] == int8.lineage[0]["content_hash"]
-    again = run_recipe(digits_recipe("search.pipelines={ort-int8-matmul: [export.onnx, {quantize.ort_dynamic: {per_channel: true, op_types: [MatMul, Gemm]}}]}"), reports=tmp_path)
+    again = run_recipe(
+        digits_recipe(
+            "search.pipelines={ort-int8-matmul: [export.onnx, {quantize.ort_dynamic: {per_channel: true, op_types: [MatMul, Gemm]}}]}"
+        ),
+        reports=tmp_path,
+    )
     (record,) = again.read_variants()
     assert all(entry["cached"] for entry in record.lineage)
     assert record.artifact is not None and record.artifact.content_hash == int8.artifact.content_hash  # type: ignore[union-attr]
 
 
 def test_failed_step_is_recorded_and_sweep_goes_on(tmp_path: Path) -> None:
-    recipe = digits_recipe("search.pipelines={torch-eager: [], broken: [quantize.ort_dynamic], ort-fp32: [export.onnx]}")
+    recipe = digits_recipe(
+        "search.pipelines={torch-eager: [], broken: [quantize.ort_dynamic], ort-fp32: [export.onnx]}"
+    )
     run = run_recipe(recipe, reports=tmp_path)
     records = {r.variant: r for r in run.read_variants()}
     assert records["broken"].status == "failed"
@@ -99,7 +106,9 @@ def test_interrupt_then_resume_skips_finished_variants(tmp_path: Path) -> None:
     first_bytes = run.variant_path(first.variant).read_bytes()
 
     started: list[str] = []
-    resumed = run_recipe(recipe, reports=tmp_path, resume=True, hook=lambda e, p: started.append(p["id"]) if e == "variant" else None)
+    resumed = run_recipe(
+        recipe, reports=tmp_path, resume=True, hook=lambda e, p: started.append(p["id"]) if e == "variant" else None
+    )
     assert resumed.path == run.path
     assert first.variant not in started and len(started) == 3
     assert run.variant_path(first.variant).read_bytes() == first_bytes
@@ -107,12 +116,16 @@ def test_interrupt_then_resume_skips_finished_variants(tmp_path: Path) -> None:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=240
+    )
 
 
 def test_cli_bad_recipe_is_one_located_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nmodel: {source: example, name: digits}\nsearch: {pipelines: {a: []}}\nmeasure: {trials: lots}\n")
+    bad.write_text(
+        "name: x\nmodel: {source: example, name: digits}\nsearch: {pipelines: {a: []}}\nmeasure: {trials: lots}\n"
+    )
     result = cli("run", str(bad), cwd=tmp_path)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -133,9 +146,19 @@ def test_cli_report_commands(finished_run: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_the_command_line(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "workbench.cli", "run", str(ROOT / "recipes" / "digits-cpu.yaml"), "--reports", str(tmp_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "workbench.cli",
+        "run",
+        str(ROOT / "recipes" / "digits-cpu.yaml"),
+        "--reports",
+        str(tmp_path),
+    ]
     args += [a for s in FAST for a in ("--set", s)]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
+    )
     deadline = time.monotonic() + 180
     while not list(tmp_path.glob("digits-cpu/*/variants/*.json")) and time.monotonic() < deadline:
         time.sleep(0.05)

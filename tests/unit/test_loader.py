@@ -82,7 +82,9 @@ def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
 
 def test_unknown_step_lists_available(tmp_path: Path) -> None:
     path = write(tmp_path, "r.yaml", MINIMAL.replace("export.onnx", "export.onix"))
-    with pytest.raises(RecipeError, match=r"search\.pipelines\.ort-fp32\.0: unknown steps 'export.onix'; available: .*export\.onnx"):
+    with pytest.raises(
+        RecipeError, match=r"search\.pipelines\.ort-fp32\.0: unknown steps 'export.onix'; available: .*export\.onnx"
+    ):
         expand(load_recipe(path))
 
 
@@ -106,7 +108,13 @@ def test_bad_set_syntax(tmp_path: Path) -> None:
 
 def test_spec_hash_ignores_formatting_but_not_content(tmp_path: Path) -> None:
     a = load_recipe(write(tmp_path, "a.yaml", MINIMAL))
-    b = load_recipe(write(tmp_path, "b.yaml", "# comment\n" + MINIMAL.replace("source: example, name: digits", "name: digits, source: example")))
+    b = load_recipe(
+        write(
+            tmp_path,
+            "b.yaml",
+            "# comment\n" + MINIMAL.replace("source: example, name: digits", "name: digits, source: example"),
+        )
+    )
     c = load_recipe(write(tmp_path, "c.yaml", MINIMAL), ["measure.trials=9"])
     assert spec_hash(a) == spec_hash(b)
     assert spec_hash(a) != spec_hash(c)

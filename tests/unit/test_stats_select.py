@@ -40,11 +40,46 @@ def test_coefficient_of_variation() -> None:
 def frame() -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"variant": "a", "status": "ok", "batch_size": 32, "throughput_rps": 100.0, "latency_ms_p99": 5.0, "accuracy_drop": 0.0},
-            {"variant": "b", "status": "ok", "batch_size": 32, "throughput_rps": 300.0, "latency_ms_p99": 30.0, "accuracy_drop": 0.001},
-            {"variant": "c", "status": "ok", "batch_size": 32, "throughput_rps": 200.0, "latency_ms_p99": 9.0, "accuracy_drop": 0.002},
-            {"variant": "c", "status": "ok", "batch_size": 1, "throughput_rps": 900.0, "latency_ms_p99": 1.0, "accuracy_drop": 0.002},
-            {"variant": "d", "status": "rejected", "batch_size": None, "throughput_rps": None, "latency_ms_p99": None, "accuracy_drop": 0.5},
+            {
+                "variant": "a",
+                "status": "ok",
+                "batch_size": 32,
+                "throughput_rps": 100.0,
+                "latency_ms_p99": 5.0,
+                "accuracy_drop": 0.0,
+            },
+            {
+                "variant": "b",
+                "status": "ok",
+                "batch_size": 32,
+                "throughput_rps": 300.0,
+                "latency_ms_p99": 30.0,
+                "accuracy_drop": 0.001,
+            },
+            {
+                "variant": "c",
+                "status": "ok",
+                "batch_size": 32,
+                "throughput_rps": 200.0,
+                "latency_ms_p99": 9.0,
+                "accuracy_drop": 0.002,
+            },
+            {
+                "variant": "c",
+                "status": "ok",
+                "batch_size": 1,
+                "throughput_rps": 900.0,
+                "latency_ms_p99": 1.0,
+                "accuracy_drop": 0.002,
+            },
+            {
+                "variant": "d",
+                "status": "rejected",
+                "batch_size": None,
+                "throughput_rps": None,
+                "latency_ms_p99": None,
+                "accuracy_drop": 0.5,
+            },
         ]
     )
 

@@ -65,8 +65,15 @@ def test_resumable_run_matches_spec_hash_and_status(tmp_path: Path) -> None:
 def test_variant_records_round_trip(tmp_path: Path) -> None:
     run = ReportStore(tmp_path).new_run("r")
     record = VariantRecord(
-        variant="ort@t=1", pipeline="ort", is_baseline=False, steps=[], serving={}, serving_label="ort t1",
-        runtime="onnxruntime", status="failed", reason="boom",
+        variant="ort@t=1",
+        pipeline="ort",
+        is_baseline=False,
+        steps=[],
+        serving={},
+        serving_label="ort t1",
+        runtime="onnxruntime",
+        status="failed",
+        reason="boom",
     )
     run.write_variant(record)
     assert run.read_variants() == [record]

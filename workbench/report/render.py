@@ -73,7 +73,7 @@ def _environment_lines(env: dict[str, Any]) -> list[str]:
     libs = env.get("libraries", {})
     shown = ", ".join(f"{k} {v}" for k, v in libs.items() if v and k in {"torch", "onnxruntime", "numpy", "onnx"})
     return [
-        f"- CPU: {cpu.get('model', '?')} ({cpu.get('logical_cores', '?')} logical cores)",
+        f"- CPU: {cpu.get('model', '?')} ({cpu.get('cores_logical', '?')} logical cores)",
         f"- GPU: {', '.join(g.get('name', '?') for g in env.get('gpus', [])) or 'none'}",
         f"- Libraries: {shown or '?'}",
         f"- Git: {git.get('commit', '?')}{' (dirty)' if git.get('dirty') else ''}",
