@@ -39,8 +39,9 @@ app = typer.Typer(
 report_app = typer.Typer(help="Read the versioned reports under reports/.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) is not cut to 80 columns: tables keep whole run ids and figures.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 _state: dict[str, bool] = {"debug": os.environ.get("WORKBENCH_DEBUG") == "1"}
 
 ReportsOpt = Annotated[Path, typer.Option("--reports", help="Root folder of the report store.")]

@@ -72,7 +72,12 @@ def select_best(frame: pd.DataFrame, constraints: dict[str, Bound], objective: O
     rows = frame[(frame["status"] == "ok") & frame["batch_size"].notna()]
     if rows.empty:
         return None
-    batch = objective.batch_size or int(rows["batch_size"].max())
+    measured = {int(b) for b in rows["batch_size"]}
+    note = ""
+    batch = objective.batch_size or max(measured)
+    if batch not in measured:
+        note = f"; objective batch {batch} was not measured, ranked at {max(measured)} instead"
+        batch = max(measured)
     rows = rows[rows["batch_size"] == batch]
     feasible = rows[[not violations(r, constraints) for _, r in rows.iterrows()]]
     if feasible.empty:
@@ -81,7 +86,7 @@ def select_best(frame: pd.DataFrame, constraints: dict[str, Bound], objective: O
     best = ordered.iloc[0]
     word = "highest" if objective.maximize else "lowest"
     bounds = ", ".join(f"{k} {_bound_text(b)}" for k, b in constraints.items()) or "no constraints"
-    reason = f"{word} {metric} at batch {batch} among {len(feasible)} feasible of {len(rows)} ({bounds})"
+    reason = f"{word} {metric} at batch {batch} among {len(feasible)} feasible of {len(rows)} ({bounds}){note}"
     return Selection(str(best["variant"]), metric, float(best[metric]), batch, reason)
 
 

@@ -63,7 +63,8 @@ def test_lineage_and_build_cache(finished_run: Path, tmp_path: Path) -> None:
     assert int8.lineage[1]["parent_hash"] == int8.lineage[0]["content_hash"]
     again = run_recipe(
         digits_recipe(
-            "search.pipelines={ort-int8-matmul: [export.onnx, {quantize.ort_dynamic: {per_channel: true, op_types: [MatMul, Gemm]}}]}"
+            "search.baseline=null",
+            "search.pipelines={ort-int8-matmul: [export.onnx, {quantize.ort_dynamic: {per_channel: true, op_types: [MatMul, Gemm]}}]}",
         ),
         reports=tmp_path,
     )

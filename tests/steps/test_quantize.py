@@ -64,8 +64,18 @@ def test_quantized_mlp_is_smaller_integer_and_close(
     assert quantized.figures["quantized_nodes"] == 3
     assert quantized.figures["size_ratio"] < 0.3 and quantized.size_bytes < 0.3 * mlp_onnx.size_bytes
     ours, theirs = _run(quantized, {"input": MLP_INPUT}), _run(mlp_onnx, {"input": MLP_INPUT})
+    # Without reduce_range on a CPU lacking VNNI this falls to ~0.98 (u8×s8 saturation): 'auto' guards it.
     assert cosine_similarity({"y": ours}, {"y": theirs}, None) > 0.999
     assert np.max(np.abs(ours - theirs)) < 0.05 * np.max(np.abs(theirs))
+
+
+def test_reduce_range_auto_resolves_to_this_cpu() -> None:
+    from workbench.steps.quantize import needs_reduced_range
+
+    assert QuantizeOrtDynamicConfig().reduce_range is needs_reduced_range()
+    assert QuantizeOrtDynamicConfig(reduce_range=False).reduce_range is False
+    with pytest.raises(ValidationError):
+        QuantizeOrtDynamicConfig(reduce_range="sometimes")  # type: ignore[arg-type]
 
 
 def test_digits_int8_keeps_accuracy_and_leaves_conv_alone_by_default(

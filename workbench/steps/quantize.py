@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import ClassVar, Literal
 
 import onnx
 from onnx import helper, numpy_helper
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
@@ -39,8 +40,28 @@ class QuantizeOrtDynamicConfig(StepConfig):
     per_channel: bool = Field(default=True, description="One scale per output channel instead of per tensor.")
     op_types: tuple[str, ...] = Field(default=("MatMul", "Gemm"), min_length=1, description="Op types to quantize.")
     weight_type: Literal["qint8", "quint8"] = "qint8"
-    reduce_range: bool = Field(default=False, description="7-bit weights (for CPUs without VNNI).")
+    reduce_range: bool | Literal["auto"] = Field(
+        default="auto",
+        validate_default=True,
+        description="7-bit weights. 'auto': on x86 CPUs without VNNI, whose u8×s8 kernels saturate on full-range "
+        "weights (measured on an AVX2 EPYC: cosine 0.98 full range, 0.9998 reduced, on an MLP).",
+    )
     preprocess: bool = Field(default=True, description="Run ORT's quant_pre_process (shape inference) first.")
+
+    @field_validator("reduce_range")
+    @classmethod
+    def _resolve_auto(cls, value: bool | str) -> bool:
+        # Resolved here so the build cache key holds the value actually used on this machine.
+        return needs_reduced_range() if value == "auto" else bool(value)
+
+
+def needs_reduced_range() -> bool:
+    """True on x86 without VNNI (AVX2/AVX-512 u8×s8 multiply-adds saturate int16 with 8-bit weights)."""
+    from workbench.measure.system import cpu_flags
+
+    if platform.machine().lower() not in {"x86_64", "amd64", "i686", "x86"}:
+        return False
+    return not (cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @STEPS.register("quantize.ort_dynamic")
