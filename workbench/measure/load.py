@@ -334,8 +334,21 @@ class _Observed:
             throughput_rps_ci=figures.throughput_rps_ci,
             throughput_items_per_s=round(figures.throughput_rps * profile.batch_size, 3),
             flags=plan_flags,
+            offered_rps=offered,
+            error_rate=figures.error_rate,
+            server={k: float(v) for k, v in self.server.items() if isinstance(v, int | float)},
+            resources=self._resources(generator_cpu),
         )
         return ServedStep(measurement=measurement, extra=self._extra(figures, generator_cpu, offered))
+
+    def _resources(self, generator_cpu: float) -> dict[str, float]:
+        usage = self.server_usage
+        found = {
+            "server_cpu_percent_mean": usage["cpu_percent_mean"] if usage else None,
+            "server_rss_mb_max": usage["rss_mb_max"] if usage else None,
+            "generator_cpu_percent_max": max((u["cpu_percent_max"] for u in self.generator), default=generator_cpu),
+        }
+        return {k: float(v) for k, v in found.items() if v is not None}
 
     def _extra(self, figures: StepFigures, generator_cpu: float, offered: float | None) -> dict[str, Any]:
         usage = self.server_usage

@@ -70,6 +70,13 @@ class Measurement(_Model):
     throughput_rps_ci: tuple[float, float] | None = None
     throughput_items_per_s: float
     flags: list[str] = Field(default_factory=list)
+    # Served steps only: the open-loop rate asked for, failed share, the server's own breakdown from
+    # /metrics (queue_ms_mean, compute_ms_mean, server_latency_ms_mean, batch_size_mean) and CPU/memory
+    # (server_cpu_percent_mean, server_rss_mb_max, generator_cpu_percent_max). Per-window detail is in load/.
+    offered_rps: float | None = None
+    error_rate: float | None = None
+    server: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, float] = Field(default_factory=dict)
 
 
 class VariantRecord(_Model):

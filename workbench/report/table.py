@@ -13,6 +13,8 @@ import pandas as pd
 from workbench.report.schema import Measurement, VariantRecord
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
+SERVER_KEYS = ("queue_ms_mean", "compute_ms_mean", "server_latency_ms_mean", "batch_size_mean")
+RESOURCE_KEYS = ("server_cpu_percent_mean", "server_rss_mb_max", "generator_cpu_percent_max")
 
 
 def _variant_columns(run_id: str, record: VariantRecord) -> dict[str, Any]:
@@ -58,7 +60,11 @@ def _measurement_columns(m: Measurement) -> dict[str, Any]:
         throughput_rps_ci_high=ci[1],
         throughput_items_per_s=m.throughput_items_per_s,
         flags=",".join(m.flags),
+        offered_rps=m.offered_rps,
+        error_rate=m.error_rate,
     )
+    columns.update({f"server_{k}": m.server.get(k) for k in SERVER_KEYS})
+    columns.update({k: m.resources.get(k) for k in RESOURCE_KEYS})
     return columns
 
 
