@@ -69,9 +69,22 @@ def run(
         bool, typer.Option("--resume", help="Finish the newest unfinished run of this exact recipe.")
     ] = False,
     run_ref: Annotated[str | None, typer.Option("--run", help="With --resume: the run to finish.")] = None,
+    served: Annotated[
+        bool | None,
+        typer.Option("--load/--no-load", help="Serve each variant and load it with Locust (default: the recipe's)."),
+    ] = None,
+    load_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--load.workers", help="Locust worker processes (0: one local runner). Same as --set load.workers=N."
+        ),
+    ] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Build, check and measure every variant of RECIPE; write a report and print the table.
+
+    With `load.enabled` (or --load), each variant that passes the accuracy gate is also served by
+    serving_harness in a subprocess and driven by Locust with the recipe's load profile.
 
     Interrupt it at any time (Ctrl-C): `--resume` picks up where it stopped without redoing the
     variants that finished.
@@ -79,7 +92,12 @@ def run(
     from workbench.loader import load_recipe
     from workbench.run import run_recipe
 
-    spec = load_recipe(recipe, set_ or [])
+    overrides = list(set_ or [])
+    if served is not None:
+        overrides.append(f"load.enabled={str(served).lower()}")
+    if load_workers is not None:
+        overrides.append(f"load.workers={load_workers}")
+    spec = load_recipe(recipe, overrides)
     with _progress() as progress:
         hook = _progress_hook(progress)
         run_dir = run_recipe(spec, reports=reports, resume=run_ref or resume, hook=hook)

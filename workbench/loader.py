@@ -17,7 +17,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from workbench.errors import RecipeError
+from workbench.errors import RecipeError, UsageError
 from workbench.spec import Recipe
 
 MAX_EXTENDS_DEPTH = 8
@@ -29,7 +29,28 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     raw = _read_with_extends(path, chain=())
     for override in overrides:
         _apply_override(raw, override, file=str(path))
+    _inline_profile(raw, path)
     return validate_recipe(raw, file=str(path))
+
+
+def _inline_profile(raw: dict[str, Any], path: Path) -> None:
+    """Replace ``load.profile: NAME`` by the profile's content, so the run records (and hashes) the
+    exact profile it ran. Names are looked up beside the recipe, in its ``profiles/`` folder, then
+    in the working folder and ``recipes/profiles/``."""
+    from workbench.measure.profiles import load_profile
+
+    load = raw.get("load")
+    if not isinstance(load, dict) or not isinstance(load.get("profile"), str | dict):
+        return
+    try:
+        profile = load_profile(load["profile"], base_dir=path.parent)
+    except RecipeError as exc:
+        raise RecipeError(
+            exc.detail, file=exc.file or str(path), key=f"load.profile.{exc.key}" if exc.key else "load.profile"
+        ) from None
+    except UsageError as exc:
+        raise RecipeError(str(exc), file=str(path), key="load.profile") from None
+    load["profile"] = profile.model_dump(mode="json")
 
 
 def validate_recipe(raw: Mapping[str, Any], *, file: str = "<recipe>") -> Recipe:

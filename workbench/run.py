@@ -11,10 +11,12 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
 from serving_harness.runtimes.base import Runtime
@@ -28,6 +30,8 @@ from workbench.errors import BuildError, MissingDependencyError, UsageError, Wor
 from workbench.evaluate import Reference, quality_gate, run_dataset, score
 from workbench.loader import spec_hash
 from workbench.measure.inprocess import measure_inprocess
+from workbench.measure.load import measure_served
+from workbench.measure.profiles import LoadProfile, load_profile
 from workbench.measure.system import environment
 from workbench.models import load_source_model
 from workbench.models.base import SourceModel
@@ -42,6 +46,7 @@ from workbench.steps.base import StepContext
 from workbench.sweep import Variant, expand
 
 logger = logging.getLogger(__name__)
+LOAD_DIR = "load"
 
 # Called as hook(event, payload): "plan" {total, done}, "variant" {id}, "done" {record}.
 ProgressHook = Callable[[str, dict[str, Any]], None]
@@ -56,6 +61,8 @@ class Workspace:
     reference: Reference
     context: StepContext
     cache: Path
+    run_path: Path | None = None
+    profile: LoadProfile | None = None
 
 
 def run_recipe(
@@ -74,7 +81,7 @@ def run_recipe(
     done = run.finished_variants()
     notify("plan", {"total": len(variants), "done": len(done & {v.id for v in variants}), "run": run})
     try:
-        workspace = _prepare(recipe)
+        workspace = replace(_prepare(recipe), run_path=run.path, profile=_load_profile(recipe))
         for variant in variants:
             if variant.id in done:
                 continue
@@ -140,6 +147,11 @@ def _prepare(recipe: Recipe) -> Workspace:
         calibration_inputs=tuple(dataset.batches(recipe.measure.eval_batch_size))[:4],
     )
     return Workspace(recipe=recipe, source=source, reference=reference, context=context, cache=cache)
+
+
+def _load_profile(recipe: Recipe) -> LoadProfile | None:
+    """The recipe's load profile when served load is on: a mapping, a file, or a name in recipes/profiles/."""
+    return load_profile(recipe.load.profile) if recipe.load.enabled else None
 
 
 def _settings_for(variant: Variant, artifact: Artifact) -> ServingSettings:
@@ -224,7 +236,42 @@ def _score_and_measure(
     if rejected:
         return VariantRecord(**base, status="rejected", reason=rejected, quality=quality)
     measurements = [_inprocess(runtime, reference, b, workspace.recipe) for b in workspace.recipe.measure.batch_sizes]
+    del runtime  # free its session (and ORT's spinning threads) before the served copy starts
+    if workspace.profile is not None and workspace.run_path is not None:
+        served = _served(
+            base["variant"], artifact, settings, workspace.profile, workspace.run_path / LOAD_DIR, workspace
+        )
+        measurements += served
     return VariantRecord(**base, status="ok", quality=quality, measurements=measurements)
+
+
+def _served(
+    variant: str,
+    artifact: Artifact,
+    settings: ServingSettings,
+    profile: LoadProfile,
+    load_dir: Path,
+    workspace: Workspace,
+) -> list[Measurement]:
+    """Serve the variant with the real harness in a subprocess and drive it with Locust.
+
+    Per-step detail (windows, errors, batch size distribution, CPU) goes to ``load/<variant>.json``;
+    the server's log and Locust's records stay in ``load/<variant>/``. A server that dies raises
+    MeasurementError with its log tail, which fails this variant only.
+    """
+    workdir = load_dir / variant
+    result = measure_served(
+        artifact.path,
+        settings,
+        workspace.reference.dataset,
+        profile,
+        model_name=workspace.recipe.model.name or workspace.recipe.name,
+        workdir=workdir,
+        workers=workspace.recipe.load.workers,
+    )
+    details = {"variant": variant, "profile": profile.model_dump(mode="json"), **result.details()}
+    atomic_write(workdir.with_suffix(".json"), orjson.dumps(details, option=orjson.OPT_INDENT_2), overwrite=True)
+    return result.measurements
 
 
 def _inprocess(runtime: Runtime, reference: Reference, batch_size: int, recipe: Recipe) -> Measurement:
@@ -242,6 +289,7 @@ def _inprocess(runtime: Runtime, reference: Reference, batch_size: int, recipe: 
         throughput_rps_ci=result.throughput_rps_ci,
         throughput_items_per_s=round(result.throughput_items_per_s, 3),
         flags=["noisy"] if result.noisy else [],
+        samples=result.samples,
     )
 
 

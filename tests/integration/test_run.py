@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,12 @@ FAST = [
     "measure.warmup_iters=2",
     "measure.min_trial_iters=5",
     "measure.batch_sizes=[1, 8]",
+    "load.enabled=false",
 ]
+SHORT_LOAD = (
+    "load={enabled: true, profile: {kind: concurrency, users: [2], warmup_s: 0.3, window_s: 0.5,"
+    " min_windows: 3, max_windows: 4, min_requests: 100}}"
+)
 
 
 def digits_recipe(*extra: str) -> Recipe:
@@ -82,6 +88,21 @@ def test_failed_step_is_recorded_and_sweep_goes_on(tmp_path: Path) -> None:
     assert records["broken"].status == "failed"
     assert "export.onnx" in (records["broken"].reason or "")
     assert records["ort-fp32"].status == "ok"
+
+
+def test_served_load_adds_rows_details_and_server_log(tmp_path: Path) -> None:
+    recipe = digits_recipe("search.baseline=null", "search.pipelines={ort-fp32: [export.onnx]}", SHORT_LOAD)
+    run = run_recipe(recipe, reports=tmp_path)
+    frame = pd.read_parquet(run.path / "results.parquet")
+    served = frame[frame["mode"] == "served"]
+    assert len(served) == 1 and served.iloc[0]["concurrency"] == 2
+    row = served.iloc[0]
+    assert row["iterations"] >= 100 and 0 < row["latency_ms_p50"] <= row["latency_ms_p99"]
+    assert row["error_rate"] == 0 and row["server_batch_size_mean"] >= 1
+    assert row["server_compute_ms_mean"] > 0 and row["generator_cpu_percent_max"] > 0
+    details = json.loads((run.path / "load" / "ort-fp32.json").read_text())
+    assert details["profile"]["kind"] == "concurrency" and details["steps"][0]["windows"]
+    assert "ready" in (run.path / "load" / "ort-fp32" / "server.log").read_text().lower()
 
 
 def test_accuracy_gate_rejects_before_measuring(tmp_path: Path) -> None:
