@@ -36,10 +36,12 @@ from workbench.measure.system import environment
 from workbench.models import load_source_model
 from workbench.models.base import SourceModel
 from workbench.paths import cache_dir
+from workbench.report.html import write_report_html
 from workbench.report.render import render_markdown
 from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, VariantRecord
 from workbench.report.store import RESULTS_FILE, ReportStore, RunDir, atomic_write
 from workbench.report.table import records_to_frame
+from workbench.search import make_search
 from workbench.select import select_best
 from workbench.spec import Recipe
 from workbench.steps.base import StepContext
@@ -78,16 +80,19 @@ def run_recipe(
     store = ReportStore(reports)
     run = _open_run(store, recipe, resume)
     variants = expand(recipe)
-    done = run.finished_variants()
-    notify("plan", {"total": len(variants), "done": len(done & {v.id for v in variants}), "run": run})
+    search = make_search(recipe, variants)
+    finished = {record.variant: record for record in run.read_variants()}
+    for earlier in variants:  # replay what an interrupted run already measured
+        if earlier.id in finished:
+            search.tell(earlier, finished[earlier.id])
+    notify("plan", {"total": search.budget, "done": len(finished.keys() & {v.id for v in variants}), "run": run})
     try:
         workspace = replace(_prepare(recipe), run_path=run.path, profile=_load_profile(recipe))
-        for variant in variants:
-            if variant.id in done:
-                continue
+        while (variant := search.ask()) is not None:
             notify("variant", {"id": variant.id})
             record = evaluate_variant(variant, workspace)
             run.write_variant(record)
+            search.tell(variant, record)
             notify("done", {"record": record})
     except KeyboardInterrupt:
         _set_status(run, "interrupted")
@@ -237,12 +242,28 @@ def _score_and_measure(
         return VariantRecord(**base, status="rejected", reason=rejected, quality=quality)
     measurements = [_inprocess(runtime, reference, b, workspace.recipe) for b in workspace.recipe.measure.batch_sizes]
     del runtime  # free its session (and ORT's spinning threads) before the served copy starts
+    if workspace.profile is not None and (missed := _latency_bound_missed(measurements, workspace.recipe)):
+        return VariantRecord(**base, status="rejected", reason=missed, quality=quality, measurements=measurements)
     if workspace.profile is not None and workspace.run_path is not None:
         served = _served(
             base["variant"], artifact, settings, workspace.profile, workspace.run_path / LOAD_DIR, workspace
         )
         measurements += served
     return VariantRecord(**base, status="ok", quality=quality, measurements=measurements)
+
+
+def _latency_bound_missed(measurements: list[Measurement], recipe: Recipe) -> str | None:
+    """Prune before serving: a latency bound that even the fastest in-process call misses cannot be met
+    once HTTP, queueing and the load are added."""
+    for metric, bound in recipe.constraints.items():
+        key = metric.replace(".", "_").removeprefix("latency_ms_")
+        if not metric.startswith("latency_ms") or bound.max is None:
+            continue
+        figures = [m.latency_ms.get(key) for m in measurements]
+        best = min((f for f in figures if f is not None), default=None)
+        if best is not None and best > bound.max:
+            return f"{metric}={best:.4g} > {bound.max:g} already in-process: not served"
+    return None
 
 
 def _served(
@@ -307,4 +328,5 @@ def finalize(run: RunDir, recipe: Recipe) -> RunDir:
     _set_status(run, "complete", summary)
     markdown = render_markdown(run.read_envelope(), frame, records)
     atomic_write(run.path / "report.md", markdown.encode(), overwrite=True)
+    write_report_html(run)  # report.html beside report.md: the same tables plus embedded plots
     return run

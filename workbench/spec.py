@@ -82,10 +82,27 @@ class ServingSpace(_Spec):
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="e.g. runtime.intra_op_threads: [1, 2]")
 
 
+class OptunaSpec(_Spec):
+    """How ``strategy: optuna`` samples the space (pipeline × serving grid, as categorical choices)."""
+
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    seed: int = 0
+    objectives: list[str] = Field(
+        default_factory=list,
+        description="Metrics to optimize together (multi-objective, e.g. [throughput_items_per_s, accuracy_drop]); "
+        "empty: the recipe's objective alone. Directions come from the metric.",
+    )
+    startup_trials: int = Field(default=3, ge=1, description="Random trials before TPE models the space.")
+
+
 class SearchSpec(_Spec):
     """Build pipelines (name → steps) × serving settings."""
 
-    strategy: Literal["grid"] = "grid"
+    strategy: Literal["grid", "optuna"] = "grid"
+    budget: int | None = Field(
+        default=None, ge=1, description="Most variants to evaluate, baseline included (default: the whole space)."
+    )
+    optuna: OptunaSpec = OptunaSpec()
     baseline: str | None = Field(default=None, description="Pipeline judged against (default: the first).")
     pipelines: dict[str, list[StepEntry]] = Field(min_length=1)
     serving: ServingSpace = ServingSpace()
@@ -170,6 +187,13 @@ class ExportSpec(_Spec):
     variant: str = "best"
 
 
+class CostSpec(_Spec):
+    """An instance's price, for each variant's cost per million inferences in the report."""
+
+    price_per_hour: float = Field(gt=0, description="What the machine costs per hour (e.g. 0.34).")
+    currency: str = Field(default="USD", description="Shown next to the figures.")
+
+
 class Recipe(_Spec):
     """A whole recipe, after ``extends:`` and ``--set`` are applied."""
 
@@ -186,6 +210,7 @@ class Recipe(_Spec):
     )
     objective: ObjectiveSpec = ObjectiveSpec()
     export: ExportSpec = ExportSpec()
+    cost: CostSpec | None = Field(default=None, description="Instance price: the report adds cost per 1M inferences.")
 
     def serving_base(self) -> ServingSettings:
         return ServingSettings.model_validate(self.search.serving.base)

@@ -105,6 +105,25 @@ def test_served_load_adds_rows_details_and_server_log(tmp_path: Path) -> None:
     assert "ready" in (run.path / "load" / "ort-fp32" / "server.log").read_text().lower()
 
 
+def test_optuna_search_stays_within_its_budget(tmp_path: Path) -> None:
+    run = run_recipe(digits_recipe("search.strategy=optuna", "search.budget=2"), reports=tmp_path)
+    records = run.read_variants()
+    assert len(records) == 2 and any(r.is_baseline for r in records)
+    assert run.read_envelope().summary["best"] in {r.variant for r in records}
+
+
+def test_latency_bound_missed_in_process_is_not_served(tmp_path: Path) -> None:
+    recipe = digits_recipe(
+        "search.baseline=null",
+        "search.pipelines={ort-fp32: [export.onnx]}",
+        SHORT_LOAD,
+        "constraints={latency_ms.p50: {max: 0.000001}}",
+    )
+    (record,) = run_recipe(recipe, reports=tmp_path).read_variants()
+    assert record.status == "rejected" and "not served" in (record.reason or "")
+    assert record.measurements and all(m.mode == "inprocess" for m in record.measurements)
+
+
 def test_accuracy_gate_rejects_before_measuring(tmp_path: Path) -> None:
     run = run_recipe(digits_recipe("constraints={accuracy_drop: {max: -1.0}}"), reports=tmp_path)
     records = run.read_variants()
