@@ -3,9 +3,12 @@
 import workbench as wb
 path = wb.run("recipes/digits-cpu.yaml")
 runs = wb.load_runs("reports/")        # one row per variant × measurement
+best = wb.select("latest", constraints=["latency_ms.p99<=20"])   # raises when nothing is feasible
+diff = wb.compare("digits-cpu/0001", "digits-cpu/0002")            # ratios with bootstrap intervals
+bundle = wb.export("latest", out="bundles/digits-1.2.0")            # a deployable, monitored bundle
 """
 
-from workbench.api import load_report, load_runs, run
+from workbench.api import compare, export, load_report, load_runs, run, select
 from workbench.errors import (
     BuildError,
     MeasurementError,
@@ -27,7 +30,10 @@ __all__ = [
     "UsageError",
     "WorkbenchError",
     "__version__",
+    "compare",
+    "export",
     "load_report",
     "load_runs",
     "run",
+    "select",
 ]

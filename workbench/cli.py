@@ -161,6 +161,8 @@ def _show_run(path: Path) -> None:
     elif summary:
         console.print(f"[bold yellow]no selection:[/] {summary.get('reason')}")
     console.print(f"report: {path / 'report.md'}")
+    html = path / "report.html"
+    console.print(f"html: {html}" if html.exists() else f"html: not written yet (`workbench report open {path}`)")
 
 
 @report_app.command("list")
@@ -258,10 +260,272 @@ def load(
         console.print(f"[bold]SLA:[/] {sla.rate_rps} rps meets {sla.percentile} <= {sla.latency_ms_max} ms")
 
 
+PriceOpt = Annotated[
+    float | None,
+    typer.Option("--price-per-hour", min=0.0, help="Instance price per hour: adds cost per 1M inferences."),
+]
+
+
+@report_app.command("open")
+def report_open(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, recipe/run-id, a path, or 'latest'.")],
+    price_per_hour: PriceOpt = None,
+    browser: Annotated[
+        bool | None, typer.Option("--browser/--no-browser", help="Open it (default: when run from a terminal).")
+    ] = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Write RUN's self-contained report.html (plots embedded) if needed, print where it is, open it."""
+    import webbrowser
+
+    from workbench.report.html import HTML_FILE, write_report_html
+    from workbench.report.store import ReportStore
+
+    run_dir = ReportStore(reports).find(run_ref)
+    path = run_dir.path / HTML_FILE
+    if price_per_hour is not None or not path.exists():
+        path = write_report_html(run_dir, price_per_hour=price_per_hour)
+    console.print(f"html: {path}")
+    if browser if browser is not None else sys.stdout.isatty():
+        webbrowser.open(path.resolve().as_uri())
+
+
+@app.command("select")
+def select_command(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, recipe/run-id, a path, or 'latest'.")],
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option("--constraint", "-c", help="METRIC<=N or METRIC>=N, e.g. latency_ms.p99<=20. Repeatable."),
+    ] = None,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--objective",
+            "-o",
+            help="A metric (direction known); repeat for tie-breakers, or weight: 0.7*throughput_rps.",
+        ),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Rank in-process rows here.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="served or inprocess (default: served if any).")] = None,
+    price_per_hour: PriceOpt = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Pick RUN's best variant under constraints (default: the recipe's own constraints and objective)."""
+    from workbench.api import select as pick
+    from workbench.errors import UsageError
+
+    if mode not in (None, "served", "inprocess"):
+        raise UsageError(f"--mode {mode!r}: use served or inprocess")
+    chosen = pick(
+        run_ref, constraints=constraint, objective=objective, batch_size=batch_size, mode=mode,  # type: ignore[arg-type]
+        price_per_hour=price_per_hour, reports=reports,
+    )  # fmt: skip
+    _print_ranking(chosen.ranking, chosen.metric)
+    console.print(f"[bold green]best:[/] {chosen.variant} — {chosen.reason}")
+
+
+def _print_ranking(ranking: Any, metric: str) -> None:
+    columns = ["rank", "variant", "step", "batch_size", metric, "latency_ms_p99", "cost_per_million", "violations"]
+    shown = [c for c in dict.fromkeys(columns) if c in ranking]
+    table = Table(*shown, header_style="bold")
+    for _, row in ranking.iterrows():
+        table.add_row(*(_cell(row[c]) for c in shown))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    import pandas as pd
+
+    if pd.api.types.is_scalar(value) and pd.isna(value):  # None, NaN, or <NA> (an infeasible variant's rank)
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command("compare")
+def compare_command(
+    runs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs; the first is the baseline.")],
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metrics to compare (default: throughput, p50, p99).")
+    ] = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Runs side by side: each figure's ratio to the baseline run with its bootstrap interval."""
+    from workbench.report.compare import DEFAULT_METRICS, compare
+
+    result = compare(runs, reports=reports, metrics=metric or DEFAULT_METRICS)
+    table = Table("variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "95% interval", "verdict",
+                  title=f"baseline: {result.runs[0]}", header_style="bold")  # fmt: skip
+    for _, r in result.table.iterrows():
+        interval = "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['source']})"
+        cells = (r["variant"], r["mode"], r["step"], r["metric"], r["run"], f"{r['baseline']:.4g}", f"{r['value']:.4g}")
+        table.add_row(*cells, f"{r['ratio']:.3f}", interval, r["verdict"])
+    console.print(table)
+    for line in result.unmatched:
+        console.print(f"[dim]unmatched: {line}[/]")
+    for warning in result.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+baseline_app = typer.Typer(help="The committed baseline the CI gate compares with.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@app.command("gate")
+def gate_command(
+    fail: Annotated[
+        list[str],
+        typer.Option("--fail", help="METRIC:[+|-]AMOUNT[%], e.g. latency_ms.p99:+10%, throughput_rps:-5%, mean:5%."),
+    ],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="A run (folder, recipe/run-id) or .json.")] = None,
+    candidate: Annotated[str | None, typer.Option("--candidate", help="A run: folder, recipe/run-id, latest.")] = None,
+    pytest_benchmark: Annotated[
+        Path | None, typer.Option("--pytest-benchmark", help="Candidate pytest-benchmark JSON (--benchmark-json).")
+    ] = None,
+    interleave: Annotated[
+        bool, typer.Option("--interleave", help="Measure baseline and candidate alternately here (recommended).")
+    ] = False,
+    baseline_bundle: Annotated[Path | None, typer.Option("--baseline-bundle", help="With --interleave.")] = None,
+    candidate_bundle: Annotated[Path | None, typer.Option("--candidate-bundle", help="With --interleave.")] = None,
+    baseline_model: Annotated[Path | None, typer.Option("--baseline-model", help="An ONNX file, --interleave.")] = None,
+    candidate_model: Annotated[Path | None, typer.Option("--candidate-model", help="ONNX file, --interleave.")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=2, help="Interleaved rounds (each measures both).")] = 6,
+    profile: Annotated[str | None, typer.Option("--profile", help="Load profile for --interleave.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="An .npz of inputs for --interleave.")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="Intra-op threads for --*-model.")] = 1,
+    inconclusive: Annotated[
+        str, typer.Option("--inconclusive", help="pass or fail: how an inconclusive check counts.")
+    ] = "pass",
+    method: Annotated[str, typer.Option("--method", help="both, bootstrap or mann-whitney.")] = "both",
+    statistic: Annotated[str, typer.Option("--statistic", help="median or mean across trials.")] = "median",
+    min_trials: Annotated[int, typer.Option("--min-trials", min=2, help="Fewer trials: inconclusive.")] = 5,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only cases matching (fnmatch).")] = None,
+    summary: Annotated[Path | None, typer.Option("--summary", help="Write a Markdown summary (PR comment).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML.")] = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Fail (exit 1) when the candidate is slower or less accurate than the baseline beyond a
+    threshold and beyond noise; exit 0 within budget, 2 on bad input."""
+    from workbench.gate import gate_options
+    from workbench.gate_command import GateRequest, run_gate
+    from workbench.gate_report import text_lines
+
+    request = GateRequest(
+        rules=tuple(fail), options=gate_options(inconclusive, method, statistic, min_trials, case or []),
+        baseline=baseline, candidate=candidate, pytest_benchmark=pytest_benchmark, interleave=interleave,
+        baseline_bundle=baseline_bundle, candidate_bundle=candidate_bundle, baseline_model=baseline_model,
+        candidate_model=candidate_model, rounds=rounds, profile=profile, data=data, threads=threads,
+        reports=reports, summary=summary, junit=junit,
+    )  # fmt: skip
+    result = run_gate(request)
+    for line in text_lines(result):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(result.exit_code)
+
+
+@baseline_app.command("promote")
+def baseline_promote(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, recipe/run-id, a path, or 'latest'.")],
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Copy a complete RUN (with its environment) to reports/<recipe>/baseline for the CI gate."""
+    from workbench.baseline import promote
+
+    done = promote(run_ref, reports=reports)
+    was = f" (replacing {done.replaced})" if done.replaced else ""
+    console.print(f"baseline: {done.path} ← {done.source.path}{was}; commit it", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_command(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, recipe/run-id, a path, or 'latest'.")],
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="best (the run's selection), baseline, or a variant id.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The bundle directory (default bundles/<name>-<version>).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Semantic version (default: the one --out ends with).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The model's name (default: the recipe's).")] = None,
+    fallback: Annotated[
+        str, typer.Option("--fallback", help="auto (the ONNX baseline or fp32 export), none, or a variant id.")
+    ] = "auto",
+    p99_budget_ms: Annotated[
+        float | None, typer.Option("--p99-budget-ms", help="The alerts' p99 budget (default: from the run).")
+    ] = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Export RUN's variant as a bundle (directory + .tar.gz) that `python -m serving_harness serve` runs alone."""
+    from workbench.api import export
+
+    bundle = export(
+        run_ref, out=out, variant=variant, name=name, version=version, fallback=fallback, reports=reports,
+        p99_budget_ms=p99_budget_ms,
+    )  # fmt: skip
+    slo = bundle.manifest.slo
+    console.print(f"[bold green]bundle:[/] {bundle.path} ({bundle.manifest.name} {bundle.manifest.version})")
+    console.print(f"archive: {bundle.archive}\nmanifest sha256: {bundle.digest}", highlight=False)
+    console.print(f"p99 budget {slo.latency_budget_ms_p99:g} ms ({slo.source} figures); next: "
+                  f"python -m serving_harness verify {bundle.path}", highlight=False)  # fmt: skip
+
+
+@app.command("canary")
+def canary_command(
+    url: Annotated[str, typer.Argument(help="A canary served by `python -m serving_harness serve --canary A B`.")],
+    duration: Annotated[str, typer.Option("--duration", help="How long to watch: 30s, 5m, 1h.")] = "5m",
+    interval: Annotated[str, typer.Option("--interval", help="One round per scrape of /metrics.")] = "10s",
+    apply: Annotated[bool, typer.Option("--apply", help="Act on the decision (promote or roll back).")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Send the candidate no traffic now; no watch.")] = False,
+    promote: Annotated[bool, typer.Option("--promote", help="Send the candidate all traffic now; no watch.")] = False,
+    min_requests: Annotated[int, typer.Option("--min-requests", help="Candidate requests needed to promote.")] = 200,
+    latency_tolerance: Annotated[
+        float, typer.Option("--latency-tolerance", help="How much slower the candidate may be (0.10 = 10%).")
+    ] = 0.10,
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="SH_AUTH_TOKEN", help="The server's bearer token.")
+    ] = None,
+) -> None:
+    """Watch a canary's live /metrics and print promote, hold or roll back with the evidence.
+
+    Exit status: 0 promote, 3 hold, 4 roll back. Roll back in one command: `workbench canary URL --rollback`.
+    """
+    from workbench import canary
+
+    if rollback or promote:
+        state = canary.set_weight(url, 0.0 if rollback else 1.0, token)
+        console.print(f"{state['model']}: candidate {state['candidate']} now gets {state['weight']:.0%} of traffic")
+        return
+    split = canary.read_split(url, token)
+    seconds = canary.parse_duration_s(duration)
+    err.print(f"watching {split['model']}: stable {split['stable']}, candidate {split['candidate']} "
+              f"at {split['weight']:.0%}, for {duration}")  # fmt: skip
+    snapshots = canary.watch(url, split["model"], duration_s=seconds, interval_s=canary.parse_duration_s(interval))
+    policy = canary.CanaryPolicy(min_requests=min_requests, latency_tolerance=latency_tolerance)
+    verdict = canary.judge(
+        snapshots, stable=split["stable"], candidate=split["candidate"], slo=split.get("slo"), policy=policy
+    )
+    table = Table(*canary.FIGURE_COLUMNS, header_style="bold")
+    for row in canary.figure_rows(verdict):
+        table.add_row(*row)
+    console.print(table)
+    for line in [*canary.evidence_lines(verdict), *verdict.reasons]:
+        console.print(f"  {line}", highlight=False)
+    console.print(f"[bold]decision: {verdict.decision.upper()}[/]")
+    if apply and verdict.decision in canary.APPLY_WEIGHT:
+        canary.set_weight(url, canary.APPLY_WEIGHT[verdict.decision], token)
+        console.print(f"applied: candidate weight {canary.APPLY_WEIGHT[verdict.decision]:.0%}")
+    elif command := canary.apply_command(url, verdict.decision):
+        console.print(f"to apply: {command}", highlight=False)
+    raise typer.Exit(canary.EXIT_CODES[verdict.decision])
+
+
 def main() -> None:
     """Entry point: run the app, turn known errors into one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode click returns typer.Exit's code
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except WorkbenchError as exc:
         if _state["debug"]:
             raise

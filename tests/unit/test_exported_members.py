@@ -13,12 +13,21 @@ def test_public_api_is_pinned() -> None:
         "UsageError",
         "WorkbenchError",
         "__version__",
+        "compare",
+        "export",
         "load_report",
         "load_runs",
         "run",
+        "select",
     }
     for name in workbench.__all__:
         assert getattr(workbench, name) is not None
+
+
+def test_select_is_not_shadowed_by_its_module() -> None:
+    import workbench.select  # the module of the same name, imported after the package
+
+    assert callable(workbench.select) and callable(workbench.compare)
 
 
 def test_serving_harness_never_imports_workbench() -> None:

@@ -5,10 +5,13 @@ Readers accept every older version through explicit migrations in ``migrate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.errors import UsageError
 
 SCHEMA_VERSION = 1
 
@@ -77,6 +80,9 @@ class Measurement(_Model):
     error_rate: float | None = None
     server: dict[str, float] = Field(default_factory=dict)
     resources: dict[str, float] = Field(default_factory=dict)
+    # One value per trial (``throughput_rps``, ``latency_ms_p50``, ``latency_ms_p99``, ...): what the CI
+    # gate's statistics need. A percentile a trial was too short for is left out rather than guessed.
+    samples: dict[str, list[float]] = Field(default_factory=dict)
 
 
 class VariantRecord(_Model):
@@ -100,9 +106,29 @@ class VariantRecord(_Model):
     measurements: list[Measurement] = Field(default_factory=list)
 
 
-def migrate(document: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older run.json up to SCHEMA_VERSION (one function per step, applied in order)."""
-    version = int(document.get("schema_version", 1))
-    if version > SCHEMA_VERSION:
-        raise ValueError(f"report schema {version} is newer than this workbench reads ({SCHEMA_VERSION}); upgrade")
-    return document
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+DocumentKind = Literal["run", "variant"]
+
+# MIGRATIONS[kind][n] turns a version-n document into a version n+1 one. Bumping SCHEMA_VERSION means
+# adding one step per kind here (and a golden report of the old version under tests/report/golden/);
+# a step is never edited once released, so every report ever written stays readable.
+MIGRATIONS: dict[DocumentKind, dict[int, Migration]] = {"run": {}, "variant": {}}
+
+
+def migrate(document: dict[str, Any], *, kind: DocumentKind = "run", version: int | None = None) -> dict[str, Any]:
+    """Bring an older document up to SCHEMA_VERSION, one step at a time.
+
+    ``kind="run"`` is a ``run.json`` (its own ``schema_version``; 1 when absent); ``kind="variant"``
+    is a ``variants/*.json`` record, which carries no version: pass its run's ``version``.
+    """
+    found = int(version if version is not None else document.get("schema_version", 1))
+    if found > SCHEMA_VERSION:
+        raise UsageError(
+            f"report schema {found} is newer than this workbench reads ({SCHEMA_VERSION}): upgrade workbench"
+        )
+    upgraded = dict(document)
+    for step in range(found, SCHEMA_VERSION):
+        upgraded = MIGRATIONS[kind][step](upgraded)
+    if kind == "run":
+        upgraded["schema_version"] = SCHEMA_VERSION
+    return upgraded
