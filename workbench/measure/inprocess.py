@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,8 @@ class InprocessResult:
     throughput_rps_std: float
     throughput_rps_ci: tuple[float, float]
     noisy: bool
+    # One value per trial, for the CI gate: throughput_rps and the latency figures a trial can carry.
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def throughput_items_per_s(self) -> float:
@@ -86,4 +88,16 @@ def measure_inprocess(runtime: Runtime, dataset: Dataset, batch_size: int, spec:
         throughput_rps_std=float(np.std(rates, ddof=1)),
         throughput_rps_ci=bootstrap_ci(rates),
         noisy=cv > NOISY_CV,
+        samples=trial_samples(samples, rates),
     )
+
+
+def trial_samples(latencies_ns: list[np.ndarray], rates: list[float]) -> dict[str, list[float]]:
+    """Per-trial figures: ``throughput_rps`` and each ``latency_ms_*`` that every trial had enough calls for."""
+    found: dict[str, list[float]] = {"throughput_rps": [round(r, 3) for r in rates]}
+    summaries = [latency_summary_ms(trial) for trial in latencies_ns]
+    for key in ("p50", "p90", "p99", "mean"):
+        values = [summary[key] for summary in summaries]
+        if values and all(v is not None for v in values):
+            found[f"latency_ms_{key}"] = [float(v) for v in values if v is not None]
+    return found
