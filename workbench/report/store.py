@@ -100,14 +100,21 @@ class ReportStore:
 
     def runs(self, recipe_name: str | None = None) -> list[RunDir]:
         folders = [self.root / recipe_name] if recipe_name else sorted(p for p in self.root.glob("*") if p.is_dir())
-        found = [RunDir(p) for f in folders if f.is_dir() for p in f.iterdir() if (p / RUN_FILE).exists()]
+        # Numbered runs only: a promoted CI baseline (reports/<recipe>/baseline) is found by name, never as 'latest'.
+        found = [
+            RunDir(p)
+            for f in folders
+            if f.is_dir()
+            for p in f.iterdir()
+            if _RUN_ID.match(p.name) and (p / RUN_FILE).exists()
+        ]
         return sorted(found, key=lambda r: (r.recipe_name, self._number(r.run_id)))
 
     def find(self, ref: str) -> RunDir:
         """A run by path, ``recipe/run-id``, run id, unique run-id prefix, or ``latest``."""
-        as_path = Path(ref)
-        if (as_path / RUN_FILE).exists():
-            return RunDir(as_path)
+        for as_path in (Path(ref), self.root / ref):
+            if (as_path / RUN_FILE).exists():
+                return RunDir(as_path)
         runs = self.runs()
         if ref == "latest" and runs:
             return max(runs, key=lambda r: r.read_envelope().created)
