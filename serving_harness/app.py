@@ -15,6 +15,11 @@ Choices: not ready is 503 (Kubernetes probes and OIP clients only test for 200);
 result within ``limits.request_timeout_s`` is 504 (503 stays "try again later": queue full, not
 ready); the timeout covers the wait for a batch and the run, not the body upload. A model that fails to
 load leaves the server live but not ready; its metadata says ``"state": "UNAVAILABLE"`` and why.
+
+Bundles add: a model's fallback (see ``fallback``; the model counts as ready once loaded, or once it
+failed to load and its fallback is ready), drift monitoring of answered requests, and a canary
+(``canary``): two versions of one name, a request without a version in its path goes to one of them
+by the split, and ``/v2/canary`` reads or sets the weight.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from serving_harness import __version__
+from serving_harness.canary import CanarySplit, canary_routes
 from serving_harness.errors import (
     InferenceFailed,
     InvalidRequest,
@@ -46,7 +52,7 @@ from serving_harness.errors import (
     Unauthorized,
 )
 from serving_harness.metrics import CONTENT_TYPE, UNKNOWN_MODEL, Metrics
-from serving_harness.model import ModelConfig, ModelState, ServedModel
+from serving_harness.model import ModelConfig, ServedModel
 from serving_harness.protocol import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from serving_harness.rate_limit import RateLimiter
 from serving_harness.settings import ServingSettings
@@ -61,29 +67,81 @@ _JSON_TYPE = (b"content-type", b"application/json")
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 
 
-def create_app(models: Sequence[ModelConfig], settings: ServingSettings) -> Starlette:
+def create_app(
+    models: Sequence[ModelConfig],
+    settings: ServingSettings,
+    *,
+    canary: CanarySplit | None = None,
+    version_label: bool = False,
+) -> Starlette:
     """An OIP v2 app serving ``models``; they load in the background once the app starts.
+
+    Two configs may share a name only as the two versions of ``canary``. ``version_label`` adds a
+    ``version`` label to every metric (always on with a canary).
 
     Example::
 
         app = create_app([ModelConfig(name="digits", path=Path("model.onnx"))], ServingSettings())
     """
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise ValueError(f"model names must be unique, got {names}")
-    harness = _Harness(models, settings)
+    _check_names(models, canary)
+    harness = _Harness(models, settings, canary=canary, version_label=version_label)
     return Starlette(routes=harness.routes(), lifespan=harness.lifespan)
+
+
+def _check_names(models: Sequence[ModelConfig], canary: CanarySplit | None) -> None:
+    keys = [(m.name, m.version) for m in models]
+    names = [m.name for m in models]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"model names must be unique, got {names}")
+    shared = {name for name in names if names.count(name) > 1}
+    allowed = {canary.model} if canary is not None else set()
+    if shared - allowed:
+        raise ValueError(f"model names must be unique, got {names}")
+    if canary is not None:
+        missing = {canary.stable, canary.candidate} - {v for n, v in keys if n == canary.model}
+        if missing:
+            raise ValueError(f"the canary of {canary.model!r} names version(s) {sorted(missing)} that are not served")
 
 
 class _Harness:
     """The server's state and its route handlers."""
 
-    def __init__(self, models: Sequence[ModelConfig], settings: ServingSettings) -> None:
+    def __init__(
+        self,
+        models: Sequence[ModelConfig],
+        settings: ServingSettings,
+        *,
+        canary: CanarySplit | None = None,
+        version_label: bool = False,
+    ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.models = {m.name: ServedModel(m, settings, self.metrics.for_model(m.name)) for m in models}
+        self.metrics = Metrics(version_label=version_label or canary is not None)
+        self.canary = canary
+        self.versions = {(m.name, m.version): self._served(m) for m in models}  # every served version
+        self.models: dict[str, ServedModel] = {}  # name -> the version a request without one gets by default
+        for (name, _), model in self.versions.items():
+            self.models.setdefault(name, model)
+        if canary is not None:
+            self.models[canary.model] = self.versions[(canary.model, canary.stable)]
+            self.metrics.registry.register(canary.collector())
         self.limiter = RateLimiter(settings.rate_limit_rps) if settings.rate_limit_rps else None
         self.token = settings.auth_token.encode() if settings.auth_token else None
+
+    def _served(self, config: ModelConfig) -> ServedModel:
+        model = ServedModel(config, self.settings, self.metrics.for_model(config.name, config.version))
+        if config.fallback is not None:
+            model.fallback = self._served(config.fallback)
+        return model
+
+    def pick(self, params: dict[str, Any], headers: dict[bytes, bytes]) -> ServedModel | None:
+        """The version a request goes to: the one in its path, the canary's choice, or the only one."""
+        name = params["model"]
+        version = params.get("version")
+        if version is not None:
+            return self.versions.get((name, version))
+        if self.canary is not None and name == self.canary.model:
+            return self.versions[(name, self.canary.choose(headers))]
+        return self.models.get(name)
 
     def routes(self) -> list[Route]:
         routes = [
@@ -96,6 +154,8 @@ class _Harness:
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [Route(prefix, self.model_metadata), Route(prefix + "/ready", self.model_ready)]
         routes.append(Route("/v2/models/{model}/versions/{version}/infer", _InferEndpoint(self), methods=["POST"]))
+        if self.canary is not None:
+            routes += canary_routes(self.canary, self._authorize, has_token=self.token is not None)
         return routes
 
     @contextlib.asynccontextmanager
@@ -107,17 +167,17 @@ class _Harness:
             # uvicorn has already waited for in-flight requests; finish what the batchers still hold.
             loading.cancel()
             timeout_s = self.settings.limits.request_timeout_s
-            await asyncio.gather(*(m.close(timeout_s) for m in self.models.values()))
+            await asyncio.gather(*(m.close(timeout_s) for m in self.versions.values()))
             logger.info("models closed")
 
     async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
-        for model in self.models.values():
+        for model in self.versions.values():
             await loop.run_in_executor(None, model.load)
         logger.info("server ready" if self.is_ready() else "server live, not ready")
 
     def is_ready(self) -> bool:
-        return all(m.state is ModelState.READY for m in self.models.values())
+        return all(m.serving for m in self.versions.values())
 
     # ------------------------------------------------------------------------------------ health
 
@@ -133,7 +193,7 @@ class _Harness:
             model = self._model(request.path_params)
         except ServingError as exc:
             return _error(exc)
-        ready = model.state is ModelState.READY
+        ready = model.serving
         return _json({"name": model.config.name, "ready": ready}, 200 if ready else 503)
 
     async def prometheus(self, request: Request) -> Response:
@@ -154,7 +214,9 @@ class _Harness:
             model = self._model(request.path_params)
         except ServingError as exc:
             return _error(exc)
-        return _json(_describe(model))
+        doc = _describe(model)
+        doc["versions"] = [v for n, v in self.versions if n == model.config.name]
+        return _json(doc)
 
     # ---------------------------------------------------------------------------------- admission
 
@@ -164,9 +226,10 @@ class _Harness:
         if model is None:
             raise ModelNotFound(f"unknown model {name!r}; this server has {', '.join(map(repr, self.models))}")
         version = params.get("version")
-        if version is not None and version != model.config.version:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; it has {model.config.version!r}")
-        return model
+        if version is not None and (name, version) not in self.versions:
+            known = ", ".join(repr(v) for n, v in self.versions if n == name)
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; it has {known}")
+        return self.versions[(name, version)] if version is not None else model
 
     def _authorize(self, authorization: str) -> None:
         if self.token is None:
@@ -196,11 +259,12 @@ class _InferEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started_s = perf_counter()
-        model = self.harness.models.get(scope["path_params"]["model"])
+        request_headers = dict(scope["headers"])
+        model = self.harness.pick(scope["path_params"], request_headers)
         metrics = model.metrics if model is not None else self.harness.metrics.for_model(UNKNOWN_MODEL)
         metrics.request_started()
         try:
-            status, headers, payload = await self._infer(scope, receive)
+            status, headers, payload = await self._infer(scope, receive, request_headers, model)
         except ServingError as exc:
             status, headers, payload = _error_parts(exc)
         except Exception as exc:  # a bug: answer in OIP form and keep the trace in the log
@@ -211,12 +275,13 @@ class _InferEndpoint:
         await send({"type": "http.response.body", "body": payload})
         metrics.request_done(status, perf_counter() - started_s)
 
-    async def _infer(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        request_headers = dict(scope["headers"])
+    async def _infer(
+        self, scope: Scope, receive: Receive, request_headers: dict[bytes, bytes], picked: ServedModel | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         if self.guarded:
             self._admit(scope, request_headers)
-        model = self.harness._model(scope["path_params"])
-        schema = model.schema
+        model = picked or self.harness._model(scope["path_params"])  # the lookup raises the 404
+        schema = model.active_schema
         if schema is None:
             raise ModelNotReady(f"model {model.config.name!r} is not ready: {model.reason or 'loading'}")
         limits = self.settings.limits
@@ -224,6 +289,8 @@ class _InferEndpoint:
         decoded = decode_infer_request(body, _header_length(request_headers), schema)
         outcome = await model.infer(decoded.inputs, decoded.rows)  # times out itself (RequestTimeout)
         model.metrics.timing(outcome.queue_s, outcome.compute_s)
+        if model.drift is not None:
+            model.drift.observe(decoded.inputs, outcome.outputs, decoded.rows)
         payload, header_length = encode_infer_response(
             model_name=model.config.name,
             model_version=model.config.version,
@@ -255,8 +322,9 @@ def _describe(model: ServedModel) -> dict[str, Any]:
         "inputs": [],
         "outputs": [],
     }
-    if model.schema is not None:
-        metadata = model.schema.metadata
+    schema = model.active_schema
+    if schema is not None:
+        metadata = schema.metadata
         doc["platform"] = metadata.platform
         doc["inputs"] = [t.model_dump() for t in metadata.inputs]
         doc["outputs"] = [t.model_dump() for t in metadata.outputs]

@@ -12,6 +12,12 @@ Exposed at ``/metrics``::
     sh_model_load_seconds{model}              time to load all instances of the model
     sh_model_ready{model}                     1 when the model serves, else 0
     sh_cache_hits_total{model} / sh_cache_misses_total{model}   prediction cache lookups
+    sh_fallback_total{model,reason}           requests the fallback answered (reason: error, timeout, unavailable)
+    sh_drift_psi{model,direction,tensor,stat} PSI of recent requests against the baseline (stat: max, mean)
+    sh_drift_window_rows{model}               rows in the drift window
+
+With ``Metrics(version_label=True)`` (bundles, canaries) every series also carries ``version``, so two
+versions of one model behind one endpoint are told apart.
 
 Recording is plain arithmetic on the event loop's thread (no locks: prometheus_client's metric
 objects cost a lock per update, several per request); the numbers become Prometheus families only
@@ -22,10 +28,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from serving_harness.drift import DriftMonitor
 
 __all__ = ["CONTENT_TYPE", "Metrics", "ModelMetrics"]
 
@@ -64,8 +74,9 @@ def _le(bound: float) -> str:
 class ModelMetrics:
     """One model's numbers; also the batcher's observer. Update only from the event loop's thread."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, version: str | None = None) -> None:
         self.model = model
+        self.labels = (model,) if version is None else (model, version)  # values of Metrics.label_names
         self.requests: dict[int, int] = {}
         self.latency = _Histogram(LATENCY_BUCKETS_S)
         self.queue = _Histogram(LATENCY_BUCKETS_S)
@@ -77,6 +88,8 @@ class ModelMetrics:
         self.ready = 0
         self.cache_hits = 0
         self.cache_misses = 0
+        self.fallbacks: dict[str, int] = {}
+        self.drift: DriftMonitor | None = None
 
     def request_started(self) -> None:
         self.inflight += 1
@@ -104,20 +117,27 @@ class ModelMetrics:
         else:
             self.cache_misses += 1
 
+    def fallback_used(self, reason: str) -> None:
+        """Count a request the fallback answered because this model failed it."""
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+
 
 class Metrics:
     """All models' metrics and the registry ``/metrics`` renders."""
 
-    def __init__(self) -> None:
-        self.models: dict[str, ModelMetrics] = {}
+    def __init__(self, *, version_label: bool = False) -> None:
+        self.version_label = version_label
+        self.label_names = ("model", "version") if version_label else ("model",)
+        self.models: dict[tuple[str, str], ModelMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
-    def for_model(self, model: str) -> ModelMetrics:
-        """The metrics of one model (created on first use)."""
-        if model not in self.models:
-            self.models[model] = ModelMetrics(model)
-        return self.models[model]
+    def for_model(self, model: str, version: str = "") -> ModelMetrics:
+        """The metrics of one model version (created on first use); ``version`` is a label only with version_label."""
+        key = (model, version)
+        if key not in self.models:
+            self.models[key] = ModelMetrics(model, version if self.version_label else None)
+        return self.models[key]
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -128,44 +148,79 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         models = list(self.models.values())
-        yield _counter("sh_requests", "Inference requests by HTTP status.", models)
-        yield _histogram("sh_request_duration_seconds", "Request latency in the server.", models, "latency")
-        yield _histogram("sh_queue_duration_seconds", "Time waiting for a batch and an instance.", models, "queue")
-        yield _histogram("sh_compute_duration_seconds", "Time in the runtime.", models, "compute")
-        yield _histogram("sh_batch_size", "Rows per batch run.", models, "batch")
-        yield _gauge("sh_inflight_requests", "Requests being served.", models, "inflight")
-        yield _gauge("sh_queue_depth", "Requests waiting in the batch queue.", models, "depth")
-        yield _gauge("sh_model_load_seconds", "Time to load every instance.", models, "load_s")
-        yield _gauge("sh_model_ready", "1 when the model serves, else 0.", models, "ready")
-        yield _simple_counter("sh_cache_hits", "Prediction cache hits.", models, "cache_hits")
-        yield _simple_counter("sh_cache_misses", "Prediction cache misses.", models, "cache_misses")
+        names = list(self.label_names)
+        yield _counter("sh_requests", "Inference requests by HTTP status.", models, names)
+        yield _histogram("sh_request_duration_seconds", "Request latency in the server.", models, "latency", names)
+        yield _histogram(
+            "sh_queue_duration_seconds", "Time waiting for a batch and an instance.", models, "queue", names
+        )
+        yield _histogram("sh_compute_duration_seconds", "Time in the runtime.", models, "compute", names)
+        yield _histogram("sh_batch_size", "Rows per batch run.", models, "batch", names)
+        yield _gauge("sh_inflight_requests", "Requests being served.", models, "inflight", names)
+        yield _gauge("sh_queue_depth", "Requests waiting in the batch queue.", models, "depth", names)
+        yield _gauge("sh_model_load_seconds", "Time to load every instance.", models, "load_s", names)
+        yield _gauge("sh_model_ready", "1 when the model serves, else 0.", models, "ready", names)
+        yield _simple_counter("sh_cache_hits", "Prediction cache hits.", models, "cache_hits", names)
+        yield _simple_counter("sh_cache_misses", "Prediction cache misses.", models, "cache_misses", names)
+        yield _labelled_counter("sh_fallback", "Requests the fallback answered.", models, names, "reason", "fallbacks")
+        yield from _drift(models, names)
 
 
-def _counter(name: str, documentation: str, models: list[ModelMetrics]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=["model", "status"])
+def _counter(name: str, documentation: str, models: list[ModelMetrics], names: list[str]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[*names, "status"])
     for m in models:
         for status, count in sorted(m.requests.items()):
-            family.add_metric([m.model, str(status)], count)
+            family.add_metric([*m.labels, str(status)], count)
     return family
 
 
-def _simple_counter(name: str, documentation: str, models: list[ModelMetrics], attribute: str) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=["model"])
+def _labelled_counter(
+    name: str, documentation: str, models: list[ModelMetrics], names: list[str], label: str, attribute: str
+) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[*names, label])
     for m in models:
-        family.add_metric([m.model], getattr(m, attribute))
+        counts: dict[str, int] = getattr(m, attribute)
+        for value, count in sorted(counts.items()):
+            family.add_metric([*m.labels, value], count)
     return family
 
 
-def _gauge(name: str, documentation: str, models: list[ModelMetrics], attribute: str) -> Metric:
-    family = GaugeMetricFamily(name, documentation, labels=["model"])
+def _simple_counter(
+    name: str, documentation: str, models: list[ModelMetrics], attribute: str, names: list[str]
+) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=names)
     for m in models:
-        family.add_metric([m.model], getattr(m, attribute))
+        family.add_metric(list(m.labels), getattr(m, attribute))
     return family
 
 
-def _histogram(name: str, documentation: str, models: list[ModelMetrics], attribute: str) -> Metric:
-    family = HistogramMetricFamily(name, documentation, labels=["model"])
+def _gauge(name: str, documentation: str, models: list[ModelMetrics], attribute: str, names: list[str]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=names)
+    for m in models:
+        family.add_metric(list(m.labels), getattr(m, attribute))
+    return family
+
+
+def _histogram(name: str, documentation: str, models: list[ModelMetrics], attribute: str, names: list[str]) -> Metric:
+    family = HistogramMetricFamily(name, documentation, labels=names)
     for m in models:
         histogram: _Histogram = getattr(m, attribute)
-        family.add_metric([m.model], histogram.buckets(), histogram.total)
+        family.add_metric(list(m.labels), histogram.buckets(), histogram.total)
     return family
+
+
+def _drift(models: list[ModelMetrics], names: list[str]) -> Iterator[Metric]:
+    """The drift gauges, computed now (the monitors only collect rows as requests pass)."""
+    scores = GaugeMetricFamily(
+        "sh_drift_psi", "PSI of recent requests against the baseline.", labels=[*names, "direction", "tensor", "stat"]
+    )
+    rows = GaugeMetricFamily("sh_drift_window_rows", "Rows in the drift window.", labels=names)
+    for m in models:
+        if m.drift is None:
+            continue
+        rows.add_metric(list(m.labels), m.drift.rows)
+        for score in m.drift.scores():
+            scores.add_metric([*m.labels, score.direction, score.tensor, "max"], score.psi_max)
+            scores.add_metric([*m.labels, score.direction, score.tensor, "mean"], score.psi_mean)
+    yield scores
+    yield rows

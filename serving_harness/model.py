@@ -1,4 +1,8 @@
-"""A served model: its config, its N loaded instances behind a batcher, its cache and its state."""
+"""A served model: its config, its N loaded instances behind a batcher, its cache and its state.
+
+A model from a bundle may carry its own settings, a drift baseline and a fallback model (see
+``serving_harness.fallback``): ``serving`` is true while either of them can answer.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import numpy as np
 
 from serving_harness.batcher import Batcher, InferOutcome
 from serving_harness.cache import PredictionCache
+from serving_harness.drift import DriftMonitor, load_baseline
 from serving_harness.errors import ModelNotReady
+from serving_harness.fallback import infer_with_fallback
 from serving_harness.metrics import ModelMetrics
 from serving_harness.protocol import ModelSchema
 from serving_harness.runtimes import create_runtime
@@ -27,11 +33,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
-    """A model to serve: its name in the URL, its artifact (``.onnx`` file or torch directory), its version."""
+    """A model to serve: its name in the URL, its artifact (``.onnx`` file or torch directory), its version.
+
+    Bundles also give the model its own ``settings`` (None: the server's), a ``drift_baseline`` file and
+    a ``fallback`` model that answers when this one errors, times out or cannot load.
+    """
 
     name: str
     path: Path
     version: str = "1"
+    settings: ServingSettings | None = None
+    drift_baseline: Path | None = None
+    fallback: ModelConfig | None = None
 
 
 class ModelState(StrEnum):
@@ -45,16 +58,35 @@ class ServedModel:
 
     def __init__(self, config: ModelConfig, settings: ServingSettings, metrics: ModelMetrics) -> None:
         self.config = config
-        self.settings = settings
+        self.settings = config.settings or settings
         self.metrics = metrics
         self.state = ModelState.LOADING
         self.reason: str | None = None
         self.schema: ModelSchema | None = None
-        self.cache = PredictionCache(settings.cache_size) if settings.cache_size > 0 else None
+        self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size > 0 else None
+        self.fallback: ServedModel | None = None  # set by the app when config.fallback is given
+        self.drift: DriftMonitor | None = None
         self._batcher: Batcher | None = None
+
+    @property
+    def serving(self) -> bool:
+        """True when requests can be answered: this model is ready, or it failed to load and its fallback
+        is ready (while it still loads, the server is not ready: traffic waits for the model it measured)."""
+        if self.state is ModelState.READY:
+            return True
+        return self.state is ModelState.UNAVAILABLE and self.fallback is not None and self.fallback.serving
+
+    @property
+    def active_schema(self) -> ModelSchema | None:
+        """The schema requests are decoded with: this model's, or its fallback's while this one is not loaded."""
+        if self.schema is not None or self.fallback is None:
+            return self.schema
+        return self.fallback.schema
 
     def load(self) -> None:
         """Load every instance (blocking: call it in a thread). A failure leaves the model UNAVAILABLE."""
+        if self.fallback is not None:
+            self.fallback.load()  # first: it can answer while this one loads or if it cannot
         started_s = perf_counter()
         try:
             instances, schema = self._load_instances()
@@ -78,8 +110,20 @@ class ServedModel:
         self.metrics.load_s = load_s
         self.metrics.ready = 1
         self.schema = schema
+        self._load_drift()
         self.state = ModelState.READY
         logger.info("model ready", extra={"model": self.config.name, "load_s": round(load_s, 3)})
+
+    def _load_drift(self) -> None:
+        """Drift monitoring is an observer: a baseline that cannot be read is logged, never fatal."""
+        if self.config.drift_baseline is None:
+            return
+        try:
+            self.drift = DriftMonitor(load_baseline(self.config.drift_baseline))
+        except (OSError, ValueError) as exc:
+            logger.error("drift baseline unreadable", extra={"model": self.config.name, "reason": str(exc)})
+            return
+        self.metrics.drift = self.drift
 
     def _load_instances(self) -> tuple[list[Runtime], ModelSchema]:
         instances = [create_runtime(self.settings.runtime.name) for _ in range(self.settings.instances)]
@@ -87,7 +131,14 @@ class ServedModel:
         return instances, ModelSchema(metadata[0])
 
     def infer(self, inputs: dict[str, np.ndarray], rows: int) -> Awaitable[InferOutcome]:
-        """Run one request through the cache (when on) and the batcher (see Batcher.infer for errors)."""
+        """Run one request through the cache (when on) and the batcher (see Batcher.infer for errors);
+        with a fallback, a failed request is answered by it."""
+        if self.fallback is not None:
+            return infer_with_fallback(self, self.fallback, inputs, rows)
+        return self.infer_here(inputs, rows)
+
+    def infer_here(self, inputs: dict[str, np.ndarray], rows: int) -> Awaitable[InferOutcome]:
+        """Run one request on this model only (no fallback)."""
         if self._batcher is None:
             raise ModelNotReady(f"model {self.config.name!r} is not ready: {self.reason or 'loading'}")
         if self.cache is None:
@@ -112,3 +163,5 @@ class ServedModel:
         self.metrics.ready = 0
         if self._batcher is not None:
             await self._batcher.close(timeout_s)
+        if self.fallback is not None:
+            await self.fallback.close(timeout_s)

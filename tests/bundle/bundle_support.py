@@ -1,0 +1,84 @@
+"""Helpers for the bundle tests: a real server on 127.0.0.1, requests built from real digits, scrapes."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+import uvicorn
+
+from serving_harness.app import create_app
+from serving_harness.canary import CanarySplit
+from serving_harness.model import ModelConfig
+from serving_harness.server import bind_socket, uvicorn_config
+from serving_harness.settings import ServingSettings
+
+
+@contextlib.contextmanager
+def running(
+    models: Sequence[ModelConfig],
+    settings: ServingSettings | None = None,
+    *,
+    canary: CanarySplit | None = None,
+    version_label: bool = True,
+    loop: str = "uvloop",
+) -> Iterator[str]:
+    """The real app under uvicorn in a thread on a free loopback port; yields its URL once ready."""
+    settings = settings or ServingSettings()
+    sock = bind_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = create_app(models, settings, canary=canary, version_label=version_label)
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", loop=loop))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def wait_ready(url: str, timeout_s: float = 30.0) -> None:
+    """Poll /v2/health/ready until it answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + "/v2/health/ready", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} was not ready within {timeout_s} s")
+
+
+def infer_body(rows: np.ndarray) -> dict[str, object]:
+    """An OIP JSON body for digits rows (N, 1, 8, 8)."""
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]}
+
+
+def send(client: httpx.Client, url: str, rows: np.ndarray, model: str = "digits", **headers: str) -> httpx.Response:
+    """POST one request to the model's unversioned infer route."""
+    return client.post(f"{url}/v2/models/{model}/infer", json=infer_body(rows), headers=headers)
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value in Prometheus text whose labels include ``labels`` (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def digits_rows(path: Path) -> np.ndarray:
+    """The bundle's golden inputs (real digits), for requests."""
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["input"])
