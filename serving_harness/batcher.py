@@ -121,6 +121,7 @@ class Batcher:
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._expired: set[asyncio.Future[_Done]] = set()  # direct-path futures their timer cancelled
 
     @property
     def queue_depth(self) -> int:
@@ -184,17 +185,24 @@ class Batcher:
         self._busy += 1
         loop = asyncio.get_running_loop()
         future = self._submit(loop, inputs)
-        timer = loop.call_later(self._timeout_s, future.cancel)  # cheaper than asyncio.timeout
+        timer = loop.call_later(self._timeout_s, self._expire_direct, future)  # cheaper than asyncio.timeout
         try:
             outputs, start_s, end_s = await future
         except asyncio.CancelledError:
-            if loop.time() >= timer.when():
+            # Marked by the timer itself: comparing loop.time() with timer.when() misses under uvloop,
+            # whose timers round to the millisecond, and a timeout would surface as a 500.
+            if future in self._expired:
                 raise self._timed_out() from None
             raise
         finally:
             timer.cancel()
+            self._expired.discard(future)
             self._release()
         return InferOutcome(outputs, start_s - submitted, end_s - start_s, rows)
+
+    def _expire_direct(self, future: asyncio.Future[_Done]) -> None:
+        self._expired.add(future)
+        future.cancel()
 
     def _timed_out(self) -> RequestTimeout:
         return RequestTimeout(f"no result within {self._timeout_s:g} s")
