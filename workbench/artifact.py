@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from serving_harness.settings import RuntimeName
 
-ArtifactFormat = Literal["torch", "onnx", "torchscript", "torch_export"]
+ArtifactFormat = Literal["torch", "onnx", "torchscript", "torch_export", "torch_compiled", "torch_tensorrt"]
 
 # Which serving_harness runtime serves each artifact format by default.
 DEFAULT_RUNTIME: dict[str, RuntimeName] = {
@@ -17,6 +17,8 @@ DEFAULT_RUNTIME: dict[str, RuntimeName] = {
     "onnx": "onnxruntime",
     "torchscript": "torch",
     "torch_export": "torch",
+    "torch_compiled": "torch",  # the source artifact plus compile options the torch runtime applies at load
+    "torch_tensorrt": "torch",  # an ExportedProgram of TensorRT engines: the torch runtime with device cuda
 }
 
 
