@@ -328,5 +328,8 @@ def finalize(run: RunDir, recipe: Recipe) -> RunDir:
     _set_status(run, "complete", summary)
     markdown = render_markdown(run.read_envelope(), frame, records)
     atomic_write(run.path / "report.md", markdown.encode(), overwrite=True)
-    write_report_html(run)  # report.html beside report.md: the same tables plus embedded plots
+    try:
+        write_report_html(run)  # report.html beside report.md: the same tables plus embedded plots
+    except Exception:  # the figures are already saved; a plotting bug must not lose the run
+        logger.warning("report.html could not be written (`workbench report open` retries)", exc_info=True)
     return run

@@ -207,7 +207,10 @@ def _at(row: pd.Series) -> str:
 def accuracy_vs_latency(findings: Findings) -> Plot | None:
     """Quality against tail latency per variant, with the Pareto front drawn through the undominated ones."""
     ranking, latency = findings.ranking, findings.latency_column
-    if ranking.empty or "accuracy" not in ranking or ranking["accuracy"].isna().all():
+    if "accuracy" not in ranking or latency not in ranking:
+        return None
+    ranking = ranking[ranking[latency].notna() & ranking["accuracy"].notna()]  # too few calls leave no percentile
+    if ranking.empty:
         return None
     figure = _figure()
     axes = figure.add_subplot()
@@ -218,7 +221,7 @@ def accuracy_vs_latency(findings: Findings) -> Plot | None:
         # neighbours often share an accuracy: alternate labels above and below so they do not overprint
         axes.annotate(str(row["variant"]), (row[latency], row["accuracy"]), fontsize=8, xytext=(6, 8 if i % 2 else -12),
                       textcoords="offset points")  # fmt: skip
-    front = findings.front.sort_values(latency)
+    front = findings.front.sort_values(latency) if latency in findings.front else findings.front.iloc[0:0]
     if not front.empty:
         axes.step(front[latency], front["accuracy"], where="post", color="#333333", linewidth=1.5, zorder=2,
                   label="Pareto front")  # fmt: skip
