@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The whole way on the bundled digits example: sweep (build, accuracy gate, in-process timing, served load)
+# → report (report.md + report.html) → the best variant as a bundle → verify → serve it and check it over HTTP.
+DEMO_BUNDLE ?= bundles/digits-demo
 demo: setup
 	$(BIN)/workbench run recipes/digits-cpu.yaml
+	rm -rf $(DEMO_BUNDLE) $(DEMO_BUNDLE).tar.gz
+	$(BIN)/workbench export latest --variant best --out $(DEMO_BUNDLE) --version 0.1.0
+	$(BIN)/python -m serving_harness verify $(DEMO_BUNDLE)
+	$(BIN)/python examples/serve_check.py $(DEMO_BUNDLE)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
