@@ -80,7 +80,7 @@ def summary_rows(frame: pd.DataFrame) -> Rows:
                 "MB": _num(_get(r, "artifact_mb"), 2),
                 "quality": quality,
                 "drop": _num(_get(r, "accuracy_drop"), 4),
-                "mode": _num(_get(r, "mode")),
+                "mode": _mode(r),
                 "batch": _num(None if _get(r, "batch_size") is None else int(r["batch_size"])),
                 "p50 ms": _num(_get(r, "latency_ms_p50")),
                 "p99 ms": _num(_get(r, "latency_ms_p99")),
@@ -91,6 +91,18 @@ def summary_rows(frame: pd.DataFrame) -> Rows:
             }
         )
     return rows
+
+
+def _mode(row: pd.Series) -> str:
+    """``inprocess``, or the served step's load: ``served 4 users``, ``served 200 rps``."""
+    mode = _get(row, "mode")
+    if mode != "served":
+        return _num(mode)
+    if (users := _get(row, "concurrency")) is not None:
+        return f"served {int(users)} user{'s' if int(users) != 1 else ''}"
+    if (rate := _get(row, "offered_rps")) is not None:
+        return f"served {float(rate):,.0f} rps"
+    return f"served {_get(row, 'step')}"
 
 
 def served_rows(findings: Findings) -> Rows:
