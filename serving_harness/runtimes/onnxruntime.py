@@ -1,4 +1,8 @@
-"""ONNX Runtime: CPU by default; CUDA and TensorRT execution providers with the [gpu] extra."""
+"""ONNX Runtime: CPU by default; CUDA and TensorRT execution providers with the [gpu] extra.
+
+OIP ``BYTES`` tensors travel as object arrays of ``bytes``; ONNX Runtime's ``tensor(string)`` wants
+``str``, so string inputs are decoded (UTF-8) on the way in and string outputs encoded on the way out.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ _ORT_TO_OIP = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
+_STRING = "tensor(string)"
+# Providers that need a GPU; ORT silently falls back to CPU when one of them cannot start.
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+_GPU_HINT = "install the [gpu] extra on a CUDA machine (pip uninstall -y onnxruntime first)"
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -39,10 +47,36 @@ def _check_providers(wanted: tuple[str, ...]) -> list[str]:
     missing = [p for p in wanted if p not in available]
     if missing:
         raise RuntimeUnavailable(
-            f"ONNX Runtime here lacks {', '.join(missing)} (has {', '.join(sorted(available))}); "
-            "install the [gpu] extra on a CUDA machine (pip uninstall -y onnxruntime first)"
+            f"ONNX Runtime here lacks {', '.join(missing)} (has {', '.join(sorted(available))}); {_GPU_HINT}"
         )
     return list(wanted)
+
+
+def _check_started(session: Any, wanted: list[str]) -> None:
+    """Refuse a session that dropped an asked-for GPU provider (onnxruntime-gpu without a usable CUDA)."""
+    dropped = [p for p in wanted if p in GPU_PROVIDERS and p not in session.get_providers()]
+    if dropped:
+        raise RuntimeUnavailable(
+            f"ONNX Runtime could not start {', '.join(dropped)} (no CUDA device, or CUDA/cuDNN/TensorRT "
+            f"libraries missing); run on a CUDA machine or use CPUExecutionProvider"
+        )
+
+
+def _to_ort_string(name: str, array: np.ndarray) -> np.ndarray:
+    """Object array of bytes → object array of str (what ORT's tensor(string) binding takes)."""
+    out = np.empty(array.shape, dtype=object)
+    try:
+        out.ravel()[:] = [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in array.ravel()]
+    except UnicodeDecodeError:
+        raise ValueError(f"input {name!r}: a BYTES element is not UTF-8, which tensor(string) needs") from None
+    return out
+
+
+def _to_oip_bytes(array: np.ndarray) -> np.ndarray:
+    """ORT's string outputs (str) → object array of UTF-8 bytes, as OIP BYTES."""
+    out = np.empty(array.shape, dtype=object)
+    out.ravel()[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in array.ravel()]
+    return out
 
 
 class OnnxRuntime:
@@ -53,6 +87,8 @@ class OnnxRuntime:
     def __init__(self) -> None:
         self._session: Any = None
         self._output_names: list[str] = []
+        self._string_inputs: frozenset[str] = frozenset()
+        self._string_outputs: frozenset[str] = frozenset()
 
     def load(self, path: Path, settings: RuntimeSettings) -> ModelMetadata:
         import onnxruntime as ort
@@ -68,11 +104,19 @@ class OnnxRuntime:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[settings.graph_optimization_level]
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        _check_started(self._session, providers)
         outputs = tuple(_spec(o) for o in self._session.get_outputs())
         self._output_names = [o.name for o in outputs]
+        self._string_inputs = frozenset(i.name for i in self._session.get_inputs() if i.type == _STRING)
+        self._string_outputs = frozenset(o.name for o in self._session.get_outputs() if o.type == _STRING)
         inputs = tuple(_spec(i) for i in self._session.get_inputs())
         return ModelMetadata(platform="onnxruntime_onnx", inputs=inputs, outputs=outputs)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._string_inputs:
+            inputs = {k: _to_ort_string(k, v) if k in self._string_inputs else v for k, v in inputs.items()}
         results = self._session.run(self._output_names, inputs)
-        return dict(zip(self._output_names, results, strict=True))
+        named = dict(zip(self._output_names, results, strict=True))
+        for name in self._string_outputs:
+            named[name] = _to_oip_bytes(named[name])
+        return named

@@ -142,11 +142,6 @@ def test_binary_request_with_json_response(client: httpx.Client) -> None:
     assert response.json()["outputs"][0]["data"] == [8, 9, 10]
 
 
-@pytest.mark.xfail(
-    reason="runtimes/onnxruntime.py hands BYTES (object arrays of bytes) to ORT, which str()s them; "
-    "it should decode them to str for tensor(string) inputs",
-    strict=True,
-)
 def test_bytes_model_round_trip(client: httpx.Client) -> None:
     body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "b"]}]}
 

@@ -6,15 +6,55 @@ Each step takes an artifact and returns a new one at a new path (see ``workbench
 from __future__ import annotations
 
 from workbench.steps.base import STEPS, Step, StepConfig, StepContext
+from workbench.steps.compile import CompileOrtGraph, CompileOrtGraphConfig
+from workbench.steps.compile_torch import CompileTensorRT, CompileTensorRTConfig, CompileTorch, CompileTorchConfig
 from workbench.steps.export import ExportOnnx, ExportOnnxConfig
-from workbench.steps.quantize import QuantizeOrtDynamic, QuantizeOrtDynamicConfig
+from workbench.steps.prune import PruneMagnitude, PruneMagnitudeConfig, PruneStructured, PruneStructuredConfig
+from workbench.steps.quantize import (
+    QuantizeOrtDynamic,
+    QuantizeOrtDynamicConfig,
+    QuantizeOrtStatic,
+    QuantizeOrtStaticConfig,
+)
+from workbench.steps.torch_export import (
+    ExportTorchExport,
+    ExportTorchExportConfig,
+    ExportTorchScript,
+    ExportTorchScriptConfig,
+)
+from workbench.steps.torch_quantize import (
+    QuantizeFp16,
+    QuantizeFp16Config,
+    QuantizeTorchDynamic,
+    QuantizeTorchDynamicConfig,
+)
 
 __all__ = [
     "STEPS",
+    "CompileOrtGraph",
+    "CompileOrtGraphConfig",
+    "CompileTensorRT",
+    "CompileTensorRTConfig",
+    "CompileTorch",
+    "CompileTorchConfig",
     "ExportOnnx",
     "ExportOnnxConfig",
+    "ExportTorchExport",
+    "ExportTorchExportConfig",
+    "ExportTorchScript",
+    "ExportTorchScriptConfig",
+    "PruneMagnitude",
+    "PruneMagnitudeConfig",
+    "PruneStructured",
+    "PruneStructuredConfig",
+    "QuantizeFp16",
+    "QuantizeFp16Config",
     "QuantizeOrtDynamic",
     "QuantizeOrtDynamicConfig",
+    "QuantizeOrtStatic",
+    "QuantizeOrtStaticConfig",
+    "QuantizeTorchDynamic",
+    "QuantizeTorchDynamicConfig",
     "Step",
     "StepConfig",
     "StepContext",

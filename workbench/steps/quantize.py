@@ -1,4 +1,9 @@
-"""Quantization steps: ONNX Runtime dynamic int8 (weights int8 ahead of time, activations at run time)."""
+"""Quantization steps with ONNX Runtime.
+
+- ``quantize.ort_dynamic``: weights int8 ahead of time, activation scales computed at run time.
+- ``quantize.ort_static``: weights and activations int8 in QDQ form, activation ranges calibrated
+  on samples of the recipe's data (``StepContext.calibration_inputs``).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import logging
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from pydantic import Field, field_validator
@@ -26,6 +32,9 @@ ONNX_FILE = "model.onnx"
 INTEGER_OPS = frozenset(
     {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QGemm"}
 )
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+MAX_CALIBRATION_BATCH = 64
+QuantTypeName = Literal["qint8", "quint8"]
 
 
 class QuantizeOrtDynamicConfig(StepConfig):
@@ -238,3 +247,155 @@ def _drop_unused(graph: onnx.GraphProto, candidates: set[str]) -> None:
     kept = [init for init in graph.initializer if init.name in used or init.name not in candidates]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+
+
+# ------------------------------------------------------------------------------ static (QDQ, calibrated)
+
+CalibrateMethodName = Literal["minmax", "entropy", "percentile"]
+
+
+class QuantizeOrtStaticConfig(StepConfig):
+    """``quantize.ort_static`` settings.
+
+    Activation ranges are calibrated on the first ``calibration_samples`` samples the run hands to
+    the step (batches of the recipe's data). Example::
+
+        - quantize.ort_static: {calibrate_method: percentile, calibration_samples: 256, op_types: [Conv, Gemm]}
+    """
+
+    calibrate_method: CalibrateMethodName = Field(default="minmax", description="minmax | entropy | percentile.")
+    calibration_samples: int = Field(default=128, ge=1, description="Samples of the recipe's data to calibrate on.")
+    percentile: float = Field(default=99.999, gt=90, le=100, description="Range kept by 'percentile' calibration.")
+    per_channel: bool = Field(default=True, description="One weight scale per output channel.")
+    op_types: tuple[str, ...] = Field(default=("Conv", "MatMul", "Gemm"), min_length=1)
+    activation_type: QuantTypeName = "quint8"
+    weight_type: QuantTypeName = "qint8"
+    reduce_range: bool | Literal["auto"] = Field(
+        default="auto", validate_default=True, description="7-bit weights; 'auto' as in quantize.ort_dynamic."
+    )
+    preprocess: bool = Field(default=True, description="Run ORT's quant_pre_process (shape inference) first.")
+
+    @field_validator("reduce_range")
+    @classmethod
+    def _resolve_auto(cls, value: bool | str) -> bool:
+        return needs_reduced_range() if value == "auto" else bool(value)
+
+
+@STEPS.register("quantize.ort_static")
+class QuantizeOrtStatic:
+    """Static int8 quantization in QDQ format with ``onnxruntime.quantization.quantize_static``.
+
+    Weights are stored int8; QuantizeLinear/DequantizeLinear pairs carry the calibrated activation
+    ranges, and ONNX Runtime fuses them with their neighbours into integer kernels at load time.
+    Figures: ``quantize_s``, ``size_ratio``, ``calibration_samples`` (used), ``qdq_nodes`` (Q and DQ
+    nodes) and ``quantized_nodes`` (nodes of ``op_types`` that read a dequantized input).
+    """
+
+    name: ClassVar[str] = "quantize.ort_static"
+    Config: ClassVar[type[StepConfig]] = QuantizeOrtStaticConfig
+
+    def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
+        """Write ``workdir/model.onnx``."""
+        if not isinstance(config, QuantizeOrtStaticConfig):
+            raise TypeError(f"{self.name} takes a QuantizeOrtStaticConfig, got {type(config).__name__}")
+        if artifact.format != "onnx":
+            raise BuildError(
+                f"{self.name} needs an ONNX model, got {artifact.format!r}: add export.onnx before {self.name}"
+            )
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / ONNX_FILE
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
+            prepared = (
+                preprocess(artifact.path, Path(scratch) / "prepared.onnx") if config.preprocess else artifact.path
+            )
+            reader = CalibrationReader.take(
+                context.calibration_inputs, _graph_inputs(prepared), config.calibration_samples
+            )
+            _quantize_static(prepared, path, config, reader)
+        model = onnx.load(str(path))
+        figures = {
+            "quantize_s": round(time.perf_counter() - started, 3),
+            "size_ratio": round(path.stat().st_size / artifact.size_bytes, 4),
+            "calibration_samples": float(reader.samples),
+            "qdq_nodes": float(sum(node.op_type in QDQ_OPS for node in model.graph.node)),
+            "quantized_nodes": float(count_qdq_quantized(model, config.op_types)),
+        }
+        return Artifact(path=path, format="onnx", figures=figures)
+
+
+class CalibrationReader:
+    """ORT's CalibrationDataReader protocol (``get_next``) over the first N samples of some batches."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self.samples = sum(len(next(iter(batch.values()))) for batch in batches)
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(batches)
+
+    @classmethod
+    def take(cls, batches: tuple[dict[str, np.ndarray], ...], input_names: list[str], count: int) -> CalibrationReader:
+        """The first ``count`` samples of ``batches``, restricted to the model's inputs."""
+        if not batches:
+            raise BuildError(
+                "quantize.ort_static needs calibration data, and the run passed none "
+                "(give the recipe a data: section; the step calibrates on its first samples)"
+            )
+        missing = sorted(set(input_names) - set(batches[0]))
+        if missing:
+            raise BuildError(f"the calibration data lacks the model input(s) {', '.join(missing)}")
+        pooled = {name: np.concatenate([batch[name] for batch in batches])[:count] for name in input_names}
+        total = len(pooled[input_names[0]])
+        # ORT's histogram calibrators (entropy, percentile) stack the batches: they must be the same size.
+        size = max(d for d in range(1, min(total, MAX_CALIBRATION_BATCH) + 1) if total % d == 0)
+        return cls(
+            [{name: np.ascontiguousarray(a[i : i + size]) for name, a in pooled.items()} for i in range(0, total, size)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch, or None when calibration has seen them all."""
+        return next(self._batches, None)
+
+
+def _graph_inputs(path: Path) -> list[str]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    return [value.name for value in graph.input if value.name not in constants]
+
+
+def _quant_type(name: QuantTypeName) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[name]
+
+
+def _quantize_static(source: Path, target: Path, config: QuantizeOrtStaticConfig, reader: CalibrationReader) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[config.calibrate_method]
+    # ORT keeps every calibration batch's intermediate tensors in memory (its option to cap that,
+    # CalibMaxIntermediateOutputs, drops the collected ranges in ORT 1.32): mind calibration_samples.
+    extra: dict[str, Any] = {"CalibPercentile": config.percentile} if config.calibrate_method == "percentile" else {}
+    quantize_static(
+        source,
+        target,
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(config.op_types),
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        activation_type=_quant_type(config.activation_type),
+        weight_type=_quant_type(config.weight_type),
+        calibrate_method=method,
+        extra_options=extra,
+    )
+    if not count_qdq_quantized(onnx.load(str(target)), config.op_types):
+        raise BuildError(f"the model has no {'/'.join(config.op_types)} nodes that could be quantized")
+
+
+def count_qdq_quantized(model: onnx.ModelProto, op_types: tuple[str, ...]) -> int:
+    """Nodes of ``op_types`` that read at least one DequantizeLinear output (quantized in QDQ form)."""
+    dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return sum(node.op_type in op_types and any(i in dequantized for i in node.input) for node in model.graph.node)
