@@ -54,6 +54,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "throughput_items_per_s": True,
     "offered_rps": True,
     "accuracy": True,
+    "cosine": True,  # the quality value again, under its metric's name, when the recipe's metric is cosine
     "accuracy_drop": False,
     "accuracy_drop_rel": False,
     "artifact_mb": False,
@@ -75,7 +76,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 for _k in ("p50", "p90", "p95", "p99", "p999", "max", "mean"):
     HIGHER_IS_BETTER[f"latency_ms_{_k}"] = False
 
-QUALITY_METRICS = frozenset({"accuracy", "accuracy_drop", "accuracy_drop_rel", "max_abs_diff"})
+QUALITY_METRICS = frozenset({"accuracy", "cosine", "accuracy_drop", "accuracy_drop_rel", "max_abs_diff"})
 # The load engine's own verdict that a step's figures cannot be trusted (see measure/load.py).
 UNTRUSTED_FLAGS = frozenset({"generator_saturated", "generator_behind"})
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")

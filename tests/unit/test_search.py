@@ -129,3 +129,18 @@ def test_multi_objective_directions_follow_the_metrics(tmp_path: Path, objective
     asked = drive(search, {"a": 400.0})
     assert len(asked) == 4
     assert {t.number for t in search._study.best_trials}  # a Pareto front exists
+
+
+def test_a_cosine_constraint_reads_the_quality_column_of_its_name(tmp_path: Path) -> None:
+    from workbench.report.table import records_to_frame
+    from workbench.select import select_best
+
+    spec = recipe(tmp_path, "constraints={cosine: {min: 0.98}}")
+    variants = expand(spec)
+    good, bad = record(variants[0], throughput=100.0), record(variants[1], throughput=900.0)
+    good = good.model_copy(update={"quality": good.quality.model_copy(update={"metric": "cosine", "value": 0.99})})  # type: ignore[union-attr]
+    bad = bad.model_copy(update={"quality": bad.quality.model_copy(update={"metric": "cosine", "value": 0.95})})  # type: ignore[union-attr]
+    frame = records_to_frame("r", [good, bad])
+    assert list(frame["cosine"]) == [0.99, 0.95]
+    chosen = select_best(frame, spec.constraints, spec.objective)
+    assert chosen is not None and chosen.variant == good.variant

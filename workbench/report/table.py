@@ -12,6 +12,8 @@ import pandas as pd
 
 from workbench.report.schema import Measurement, VariantRecord
 
+# Quality metrics that also get a column of their own name, so `constraints: {cosine: {min: 0.98}}` reads.
+NAMED_QUALITY = frozenset({"cosine"})
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
 SERVER_KEYS = ("queue_ms_mean", "compute_ms_mean", "server_latency_ms_mean", "batch_size_mean")
 RESOURCE_KEYS = ("server_cpu_percent_mean", "server_rss_mb_max", "generator_cpu_percent_max")
@@ -33,7 +35,8 @@ def _variant_columns(run_id: str, record: VariantRecord) -> dict[str, Any]:
         "artifact_mb": round(record.artifact.size_bytes / 1e6, 3) if record.artifact else None,
         "build_s": round(record.build_s, 3),
         "metric": quality.metric if quality else None,
-        "accuracy": quality.value if quality else None,
+        "accuracy": quality.value if quality else None,  # the primary quality metric, whatever it is
+        **({quality.metric: quality.value} if quality and quality.metric in NAMED_QUALITY else {}),
         "accuracy_drop": quality.drop if quality else None,
         "accuracy_drop_rel": quality.drop_rel if quality else None,
         "max_abs_diff": max((d["max_abs_diff"] for d in diffs), default=None),
