@@ -27,6 +27,10 @@ FAST = [
     "measure.min_trial_iters=5",
     "measure.batch_sizes=[1, 8]",
     "load.enabled=false",
+    # the four pipelines these tests check, whatever else recipes/digits-cpu.yaml grows to hold
+    "search.pipelines={torch-eager: [], ort-fp32: [export.onnx],"
+    " ort-int8-matmul: [export.onnx, {quantize.ort_dynamic: {per_channel: true, op_types: [MatMul, Gemm]}}],"
+    " ort-int8-conv: [export.onnx, {quantize.ort_dynamic: {per_channel: true, op_types: [Conv, MatMul, Gemm]}}]}",
 ]
 SHORT_LOAD = (
     "load={enabled: true, profile: {kind: concurrency, users: [2], warmup_s: 0.3, window_s: 0.5,"
