@@ -60,9 +60,9 @@ def test_concurrency_steps_measure_a_closed_loop(
     one, three = result.steps
     # One instance serves one request at a time: three users queue behind each other.
     assert three.extra["server"]["queue_ms_mean"] > one.extra["server"]["queue_ms_mean"]
-    assert one.extra["server"]["batch_size_distribution"] == {
-        "<=1": pytest.approx(one.extra["server"]["compute_count"])
-    }
+    # Every batch held one request; the counts may differ by the request in flight at each scrape.
+    batches = one.extra["server"]["batch_size_distribution"]
+    assert set(batches) == {"<=1"} and abs(batches["<=1"] - one.extra["server"]["compute_count"]) <= 2
     assert one.extra["generator_processes"] == 1 and one.extra["server_cpu_percent_mean"] is not None
 
 
