@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import platform
 import tempfile
@@ -368,7 +369,7 @@ def _quant_type(name: QuantTypeName) -> Any:
 
 
 def _quantize_static(source: Path, target: Path, config: QuantizeOrtStaticConfig, reader: CalibrationReader) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod
 
     method = {
         "minmax": CalibrationMethod.MinMax,
@@ -378,6 +379,24 @@ def _quantize_static(source: Path, target: Path, config: QuantizeOrtStaticConfig
     # ORT keeps every calibration batch's intermediate tensors in memory (its option to cap that,
     # CalibMaxIntermediateOutputs, drops the collected ranges in ORT 1.32): mind calibration_samples.
     extra: dict[str, Any] = {"CalibPercentile": config.percentile} if config.calibrate_method == "percentile" else {}
+    progress = io.StringIO()  # ORT's calibrators print() their progress: keep it out of the user's table
+    with contextlib.redirect_stdout(progress):
+        _run_quantize_static(source, target, reader, config, method, extra)
+    logger.debug("ORT calibration: %s", progress.getvalue().strip())
+    if not count_qdq_quantized(onnx.load(str(target)), config.op_types):
+        raise BuildError(f"the model has no {'/'.join(config.op_types)} nodes that could be quantized")
+
+
+def _run_quantize_static(
+    source: Path,
+    target: Path,
+    reader: CalibrationReader,
+    config: QuantizeOrtStaticConfig,
+    method: Any,
+    extra: dict[str, Any],
+) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
     quantize_static(
         source,
         target,
@@ -391,8 +410,6 @@ def _quantize_static(source: Path, target: Path, config: QuantizeOrtStaticConfig
         calibrate_method=method,
         extra_options=extra,
     )
-    if not count_qdq_quantized(onnx.load(str(target)), config.op_types):
-        raise BuildError(f"the model has no {'/'.join(config.op_types)} nodes that could be quantized")
 
 
 def count_qdq_quantized(model: onnx.ModelProto, op_types: tuple[str, ...]) -> int:
