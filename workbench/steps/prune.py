@@ -23,8 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -38,6 +37,7 @@ from torch.nn.utils import prune as torch_prune
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE, import_callable
 from workbench.artifact import Artifact
 from workbench.errors import BuildError, MissingDependencyError
+from workbench.models.examples.digits import single_thread
 from workbench.models.torch_source import TorchModel, load_torch_model, write_torch_artifact
 from workbench.steps.base import STEPS, StepConfig, StepContext
 
@@ -124,17 +124,6 @@ def run_fine_tune(module: nn.Module, config: FineTuneConfig, context: StepContex
     return round(time.perf_counter() - started, 3)
 
 
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: float reductions in one order, so a fine-tune is reproducible."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train_classifier(
     module: nn.Module,
     inputs: np.ndarray,
@@ -150,7 +139,7 @@ def train_classifier(
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=learning_rate)
     module.train()
-    with _single_thread():
+    with single_thread():
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=generator)
             for start in range(0, len(x), batch_size):

@@ -88,8 +88,8 @@ class TrainedDigits:
 
 
 @contextmanager
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread, so float reductions run in one order and the weights are reproducible."""
+def single_thread() -> Iterator[None]:
+    """One intra-op thread, so float reductions run in one order and training (or fine-tuning) is reproducible."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -102,7 +102,7 @@ def train_digits(seed: int = 0) -> TrainedDigits:
     """Train the CNN with Adam on the training split; raise BuildError below MIN_TEST_ACCURACY."""
     split = digits_split()
     started = time.perf_counter()
-    with _single_thread():
+    with single_thread():
         torch.manual_seed(seed)
         module = build_digits_cnn()
         _fit(module, torch.from_numpy(split.x_train), torch.from_numpy(split.y_train), seed)
