@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from workbench.artifact import Artifact
+from workbench.errors import BuildError
 from workbench.registry import Registry
 
 
@@ -52,3 +53,18 @@ class Step(Protocol):
 
 
 STEPS: Registry[type[Step]] = Registry("steps", builtins="workbench.steps")
+
+ConfigT = TypeVar("ConfigT", bound=StepConfig)
+
+
+def expect_config(step: str, config: StepConfig, kind: type[ConfigT]) -> ConfigT:
+    """``config`` as the step's own Config class (``build`` validates it; this guards direct calls)."""
+    if not isinstance(config, kind):
+        raise TypeError(f"{step} takes {kind.__name__}, got {type(config).__name__}")
+    return config
+
+
+def require_onnx(step: str, artifact: Artifact) -> None:
+    """The one message every ONNX-only step gives for another format."""
+    if artifact.format != "onnx":
+        raise BuildError(f"{step} needs an ONNX model, got {artifact.format!r}: add export.onnx before {step}")

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, require_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,8 @@ class CompileOrtGraph:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
-        if not isinstance(config, CompileOrtGraphConfig):
-            raise TypeError(f"{self.name} takes a CompileOrtGraphConfig, got {type(config).__name__}")
-        if artifact.format != "onnx":
-            raise BuildError(f"{self.name} needs an ONNX model, got {artifact.format!r}: add export.onnx before it")
+        config = expect_config(self.name, config, CompileOrtGraphConfig)
+        require_onnx(self.name, artifact)
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / ONNX_FILE
         started = time.perf_counter()

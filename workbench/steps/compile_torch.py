@@ -30,7 +30,7 @@ from serving_harness.runtimes.torch import (
 )
 from workbench.artifact import Artifact
 from workbench.errors import BuildError, MissingDependencyError
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 from workbench.steps.torch_export import (
     MODEL_DIR,
     first_line,
@@ -82,8 +82,7 @@ class CompileTorch:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model/``: the parent's files and a ``model.json`` with the compile options."""
-        if not isinstance(config, CompileTorchConfig):
-            raise TypeError(f"{self.name} takes a CompileTorchConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, CompileTorchConfig)
         _require_compilable(self.name, artifact)
         options = CompileOptions(**config.model_dump())
         description = read_description(artifact.path)
@@ -201,8 +200,7 @@ class CompileTensorRT:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model/`` (``model.json``, ``model.ep``)."""
-        if not isinstance(config, CompileTensorRTConfig):
-            raise TypeError(f"{self.name} takes a CompileTensorRTConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, CompileTensorRTConfig)
         _require_compilable(self.name, artifact)
         trt = require_tensorrt()
         description = read_description(artifact.path)

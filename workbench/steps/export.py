@@ -18,7 +18,7 @@ from pydantic import Field
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
 from workbench.models.torch_source import TorchModel, load_torch_model
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ class ExportOnnx:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
-        if not isinstance(config, ExportOnnxConfig):
-            raise TypeError(f"{self.name} takes an ExportOnnxConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, ExportOnnxConfig)
         if artifact.format != "torch":
             raise BuildError(f"{self.name} exports torch factory artifacts, not {artifact.format!r}")
         model = load_torch_model(artifact.path)

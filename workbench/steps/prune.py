@@ -37,9 +37,9 @@ from torch.nn.utils import prune as torch_prune
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE, import_callable
 from workbench.artifact import Artifact
 from workbench.errors import BuildError, MissingDependencyError
-from workbench.models.examples.digits import single_thread
+from workbench.models.examples.digits import train_classifier
 from workbench.models.torch_source import TorchModel, load_torch_model, write_torch_artifact
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 
 logger = logging.getLogger(__name__)
 
@@ -124,33 +124,6 @@ def run_fine_tune(module: nn.Module, config: FineTuneConfig, context: StepContex
     return round(time.perf_counter() - started, 3)
 
 
-def train_classifier(
-    module: nn.Module,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    *,
-    epochs: int,
-    learning_rate: float,
-    seed: int = 0,
-    batch_size: int = 32,
-) -> None:
-    """Adam + cross-entropy on (inputs, labels) for ``epochs``; a helper for fine-tune callables."""
-    x, y = torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(labels))
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=learning_rate)
-    module.train()
-    with single_thread():
-        for _ in range(epochs):
-            order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), batch_size):
-                index = order[start : start + batch_size]
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(module(x[index]), y[index])
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-    module.eval()
-
-
 def fine_tune_digits(module: nn.Module, request: FineTuneRequest) -> None:
     """Fine-tune the digits example on scikit-learn's digits training split (never the test split)."""
     from workbench.models.examples.digits import digits_split
@@ -194,8 +167,7 @@ class PruneMagnitude:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write a torch artifact directory at ``workdir`` with the same factory and pruned weights."""
-        if not isinstance(config, PruneMagnitudeConfig):
-            raise TypeError(f"{self.name} takes a PruneMagnitudeConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, PruneMagnitudeConfig)
         model = _load(artifact, self.name)
         logger.warning(DENSE_WARNING)
         targets = _weights_of(model.module, config.layers)
@@ -262,8 +234,7 @@ class PruneStructured:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write a torch artifact directory at ``workdir`` whose factory rebuilds the smaller model."""
-        if not isinstance(config, PruneStructuredConfig):
-            raise TypeError(f"{self.name} takes a PruneStructuredConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, PruneStructuredConfig)
         tp = _torch_pruning()
         model = _load(artifact, self.name)
         samples = _sample_tensors(model, context)

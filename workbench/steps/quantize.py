@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, require_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +90,8 @@ class QuantizeOrtDynamic:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
-        if not isinstance(config, QuantizeOrtDynamicConfig):
-            raise TypeError(f"{self.name} takes a QuantizeOrtDynamicConfig, got {type(config).__name__}")
-        if artifact.format != "onnx":
-            raise BuildError(
-                f"{self.name} needs an ONNX model, got {artifact.format!r}: add export.onnx before {self.name}"
-            )
+        config = expect_config(self.name, config, QuantizeOrtDynamicConfig)
+        require_onnx(self.name, artifact)
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / ONNX_FILE
         started = time.perf_counter()
@@ -297,12 +293,8 @@ class QuantizeOrtStatic:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
-        if not isinstance(config, QuantizeOrtStaticConfig):
-            raise TypeError(f"{self.name} takes a QuantizeOrtStaticConfig, got {type(config).__name__}")
-        if artifact.format != "onnx":
-            raise BuildError(
-                f"{self.name} needs an ONNX model, got {artifact.format!r}: add export.onnx before {self.name}"
-            )
+        config = expect_config(self.name, config, QuantizeOrtStaticConfig)
+        require_onnx(self.name, artifact)
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / ONNX_FILE
         started = time.perf_counter()

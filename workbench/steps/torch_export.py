@@ -31,7 +31,7 @@ from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
 from workbench.models.torch_source import TorchModel, load_torch_model
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ class ExportTorchScript:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model/`` (``model.json``, ``model.pt``)."""
-        if not isinstance(config, ExportTorchScriptConfig):
-            raise TypeError(f"{self.name} takes an ExportTorchScriptConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, ExportTorchScriptConfig)
         model = load_eager(self.name, artifact)
         samples = sample_tensors(model.inputs, context)
         started = time.perf_counter()
@@ -113,8 +112,7 @@ class ExportTorchExport:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model/`` (``model.json``, ``model.pt2``)."""
-        if not isinstance(config, ExportTorchExportConfig):
-            raise TypeError(f"{self.name} takes an ExportTorchExportConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, ExportTorchExportConfig)
         model = load_eager(self.name, artifact)
         samples = sample_tensors(model.inputs, context)
         started = time.perf_counter()

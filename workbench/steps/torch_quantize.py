@@ -22,7 +22,7 @@ from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
 from workbench.errors import BuildError, MissingDependencyError
 from workbench.measure.system import cpu_flags
-from workbench.steps.base import STEPS, StepConfig, StepContext
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 from workbench.steps.quantize import needs_reduced_range
 from workbench.steps.torch_export import (
     MODEL_DIR,
@@ -101,8 +101,7 @@ class QuantizeTorchDynamic:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model/`` (``model.json``, ``model.pt``)."""
-        if not isinstance(config, QuantizeTorchDynamicConfig):
-            raise TypeError(f"{self.name} takes a QuantizeTorchDynamicConfig, got {type(config).__name__}")
+        config = expect_config(self.name, config, QuantizeTorchDynamicConfig)
         model = load_eager(self.name, artifact)
         reference = load_eager(self.name, artifact)  # quantize_dynamic below changes the module in place
         samples = sample_tensors(model.inputs, context)
@@ -205,8 +204,7 @@ class QuantizeFp16:
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx`` (ONNX in) or ``workdir/model/`` (torch in)."""
-        if not isinstance(config, QuantizeFp16Config):
-            raise TypeError(f"{self.name} takes a QuantizeFp16Config, got {type(config).__name__}")
+        config = expect_config(self.name, config, QuantizeFp16Config)
         if artifact.format not in {"onnx", "torch"}:
             raise BuildError(f"{self.name} takes an ONNX or torch factory artifact, not {artifact.format!r}")
         if artifact.format == "onnx" and config.dtype == "bfloat16":

@@ -105,7 +105,15 @@ def train_digits(seed: int = 0) -> TrainedDigits:
     with single_thread():
         torch.manual_seed(seed)
         module = build_digits_cnn()
-        _fit(module, torch.from_numpy(split.x_train), torch.from_numpy(split.y_train), seed)
+        train_classifier(
+            module,
+            split.x_train,
+            split.y_train,
+            epochs=_EPOCHS,
+            learning_rate=_LEARNING_RATE,
+            seed=seed,
+            batch_size=_BATCH_SIZE,
+        )
         accuracy = _accuracy(module, split.x_test, split.y_test)
     train_s = time.perf_counter() - started
     if accuracy < MIN_TEST_ACCURACY:
@@ -114,18 +122,30 @@ def train_digits(seed: int = 0) -> TrainedDigits:
     return TrainedDigits(module=module, test_accuracy=accuracy, train_s=train_s)
 
 
-def _fit(module: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
+def train_classifier(
+    module: nn.Module,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> None:
+    """Adam + cross-entropy on (inputs, labels) for ``epochs``: trains the digits CNN and backs fine-tune callables."""
+    x, y = torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(labels))
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(module.parameters(), lr=_LEARNING_RATE)
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=learning_rate)
     module.train()
-    for _ in range(_EPOCHS):
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images), _BATCH_SIZE):
-            index = order[start : start + _BATCH_SIZE]
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(module(images[index]), labels[index])
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
+    with single_thread():
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), batch_size):
+                index = order[start : start + batch_size]
+                optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(module(x[index]), y[index])
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
     module.eval()
 
 
