@@ -23,9 +23,7 @@ import contextlib
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from _processes import free_port
+from _processes import server as serve
 
 ROWS, HIDDEN, CLASSES = 360, 128, 10
 
@@ -114,47 +114,12 @@ def run_server(model: str, port: int, baseline: str | None) -> None:
     uvicorn.Server(uvicorn_config(app, settings, log_level="warning")).run(sockets=[sock])
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pin_to(cpus: set[int]) -> None:
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setaffinity(0, cpus)
-
-
 @contextlib.contextmanager
 def server(model: Path, baseline: Path | None, cpus: set[int] | None) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, __file__, "--serve", str(model), str(port), str(baseline or "")]
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=(lambda: pin_to(cpus)) if cpus else None,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
+    with serve(command, port, cpus) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} never became ready")
 
 
 # -------------------------------------------------------------------------------------------------- load

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _processes import free_port, pin_to, server
 
 IN_FEATURES, HIDDEN, CLASSES = 64, 128, 10
 
@@ -116,48 +115,6 @@ def run_bare_server(model_path: str, port: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pin_to(cpus: set[int]) -> None:
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setaffinity(0, cpus)
-
-
-@contextlib.contextmanager
-def server(command: list[str], port: int, cpus: set[int] | None) -> Iterator[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=(lambda: pin_to(cpus)) if cpus else None,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} never became ready")
 
 
 def check_answer(url: str, body: bytes) -> list[float]:

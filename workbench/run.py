@@ -42,7 +42,7 @@ from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, Vari
 from workbench.report.store import RESULTS_FILE, ReportStore, RunDir, atomic_write
 from workbench.report.table import records_to_frame
 from workbench.search import make_search
-from workbench.select import select_best
+from workbench.select import column_name, select_best
 from workbench.spec import Recipe
 from workbench.steps.base import StepContext
 from workbench.sweep import Variant, expand
@@ -256,9 +256,10 @@ def _latency_bound_missed(measurements: list[Measurement], recipe: Recipe) -> st
     """Prune before serving: a latency bound that even the fastest in-process call misses cannot be met
     once HTTP, queueing and the load are added."""
     for metric, bound in recipe.constraints.items():
-        key = metric.replace(".", "_").removeprefix("latency_ms_")
-        if not metric.startswith("latency_ms") or bound.max is None:
+        column = column_name(metric)
+        if not column.startswith("latency_ms_") or bound.max is None:
             continue
+        key = column.removeprefix("latency_ms_")
         figures = [m.latency_ms.get(key) for m in measurements]
         best = min((f for f in figures if f is not None), default=None)
         if best is not None and best > bound.max:
