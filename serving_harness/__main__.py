@@ -88,12 +88,7 @@ def resolve(args: argparse.Namespace) -> tuple[ModelConfig, ServingSettings]:
         model = dataclasses.replace(model, name=args.name)
     if args.model_version:
         model = dataclasses.replace(model, version=args.model_version)
-    if args.settings_json:
-        data = _merge(data, _json_argument(args.settings_json))
-    for dest, dotted in _SETTING_FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            data = _merge(data, _nested(dotted, value))
+    data = _overrides(args, data)
     runtime = data.setdefault("runtime", {})
     if "name" not in runtime and "SH_RUNTIME__NAME" not in {k.upper() for k in os.environ}:
         runtime["name"] = runtime_for(model.path)

@@ -95,7 +95,7 @@ def run_recipe(
             search.tell(variant, record)
             notify("done", {"record": record})
     except KeyboardInterrupt:
-        _set_status(run, "interrupted")
+        run.set_status("interrupted")
         raise
     return finalize(run, recipe)
 
@@ -122,14 +122,6 @@ def _open_run(store: ReportStore, recipe: Recipe, resume: bool | str) -> RunDir:
     )
     run.write_envelope(envelope)
     return run
-
-
-def _set_status(run: RunDir, status: str, summary: dict[str, Any] | None = None) -> None:
-    envelope = run.read_envelope()
-    update: dict[str, Any] = {"status": status, "finished": datetime.now(UTC)}
-    if summary is not None:
-        update["summary"] = summary
-    run.write_envelope(envelope.model_copy(update=update))
 
 
 def _prepare(recipe: Recipe) -> Workspace:
@@ -326,7 +318,7 @@ def finalize(run: RunDir, recipe: Recipe) -> RunDir:
         if best
         else {"best": None, "reason": "no variant met every constraint"}
     )
-    _set_status(run, "complete", summary)
+    run.set_status("complete", summary)
     markdown = render_markdown(run.read_envelope(), frame, records)
     atomic_write(run.path / "report.md", markdown.encode(), overwrite=True)
     try:

@@ -65,7 +65,7 @@ def load_endpoint(
             url, model=model, profile=spec, workdir=run.path / LOAD_DIR / "work", workers=workers, data=data
         )
     except BaseException:
-        _finish(run, "failed", {})
+        run.set_status("failed", {})
         raise
     record = write_load_report(run, result, url=url, model=model)
     return LoadRun(run=run, result=result, record=record)
@@ -92,7 +92,7 @@ def write_load_report(run: RunDir, result: ServedResult, *, url: str, model: str
     summary: dict[str, Any] = {"advice": result.advice}
     if result.sla is not None:
         summary["sla"] = result.sla.as_dict()
-    _finish(run, "complete", summary)
+    run.set_status("complete", summary)
     markdown = render_markdown(run.read_envelope(), frame, [record])
     atomic_write(run.path / "report.md", (markdown + _advice_md(result)).encode())
     return record
@@ -116,13 +116,6 @@ def _envelope(run: RunDir, target: dict[str, Any]) -> RunEnvelope:
         workbench_version=__version__,
         environment=environment(),
         recipe={"load": target},
-    )
-
-
-def _finish(run: RunDir, status: str, summary: dict[str, Any]) -> None:
-    envelope = run.read_envelope()
-    run.write_envelope(
-        envelope.model_copy(update={"status": status, "finished": datetime.now(UTC), "summary": summary})
     )
 
 

@@ -13,11 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from workbench.errors import NotFoundError
-from workbench.report.schema import RunEnvelope, VariantRecord, migrate
+from workbench.report.schema import RunEnvelope, RunStatus, VariantRecord, migrate
 
 RUN_FILE = "run.json"
 VARIANTS_DIR = "variants"
@@ -61,6 +62,13 @@ class RunDir:
 
     def write_envelope(self, envelope: RunEnvelope) -> None:
         atomic_write(self.path / RUN_FILE, envelope.model_dump_json(indent=2).encode(), overwrite=True)
+
+    def set_status(self, status: RunStatus, summary: dict[str, Any] | None = None) -> None:
+        """Mark the run finished with ``status`` (and its summary, when given)."""
+        update: dict[str, Any] = {"status": status, "finished": datetime.now(UTC)}
+        if summary is not None:
+            update["summary"] = summary
+        self.write_envelope(self.read_envelope().model_copy(update=update))
 
     def variant_path(self, variant: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._=,@-]", "_", variant)
