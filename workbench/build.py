@@ -45,13 +45,16 @@ def validate_step(spec: StepSpec, *, where: str) -> StepConfig:
         raise RecipeError(f"{spec.name}: {first['msg']}", key=key) from None
 
 
-def cache_key(parent: Artifact, spec: StepSpec, config: StepConfig) -> str:
-    payload = {
+def cache_key(parent: Artifact, spec: StepSpec, config: StepConfig, data: str = "") -> str:
+    """The build cache key: parent, step, config, and ``data`` (the calibration digest) for steps that read it."""
+    payload: dict[str, object] = {
         "v": CACHE_FORMAT,
         "parent": parent.content_hash,
         "step": spec.name,
         "config": config.model_dump(mode="json"),
     }
+    if data:
+        payload["data"] = data
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -65,7 +68,8 @@ def build(source: Artifact, steps: tuple[StepSpec, ...], context: StepContext, c
 
 def _build_step(parent: Artifact, spec: StepSpec, context: StepContext, cache_root: Path) -> Artifact:
     config = validate_step(spec, where=spec.name)
-    key = cache_key(parent, spec, config)
+    uses_calibration = getattr(STEPS.get(spec.name), "uses_calibration", False)
+    key = cache_key(parent, spec, config, context.calibration_digest if uses_calibration else "")
     out_dir = cache_root / "artifacts" / key[:2] / key
     started = time.perf_counter()
     cached = _read_cached(out_dir)

@@ -24,7 +24,7 @@ from serving_harness.settings import RuntimeSettings, ServingSettings
 from workbench import __version__
 from workbench.artifact import DEFAULT_RUNTIME, Artifact
 from workbench.build import build
-from workbench.data import load_dataset
+from workbench.data import Arrays, Dataset, arrays_digest, load_dataset
 from workbench.data.metrics import compare_outputs, resolve_metric
 from workbench.errors import BuildError, MissingDependencyError, UsageError, WorkbenchError
 from workbench.evaluate import Reference, quality_gate, run_dataset, score
@@ -49,6 +49,7 @@ from workbench.sweep import Variant, expand
 
 logger = logging.getLogger(__name__)
 LOAD_DIR = "load"
+CALIBRATION_LIMIT = 512  # held-out samples handed to static quantization (its calibration_samples picks)
 
 # Called as hook(event, payload): "plan" {total, done}, "variant" {id}, "done" {record}.
 ProgressHook = Callable[[str, dict[str, Any]], None]
@@ -137,13 +138,29 @@ def _prepare(recipe: Recipe) -> Workspace:
     baseline = metric.score(outputs, outputs, dataset.labels)
     reference = Reference(dataset=dataset, outputs=outputs, metric=metric, baseline=float(baseline))
     sample = dataset.batch(0, 2)
+    calibration = _calibration_batches(dataset, recipe.measure.eval_batch_size)
     context = StepContext(
         sample_inputs=sample,
         dynamic_axes=source.dynamic_axes,
         output_names=tuple(spec.name for spec in source.outputs),
-        calibration_inputs=tuple(dataset.batches(recipe.measure.eval_batch_size))[:4],
+        calibration_inputs=calibration,
+        calibration_held_out=dataset.calibration is not None,
+        calibration_digest=arrays_digest(calibration),
     )
     return Workspace(recipe=recipe, source=source, reference=reference, context=context, cache=cache)
+
+
+def _calibration_batches(dataset: Dataset, batch_size: int) -> tuple[Arrays, ...]:
+    """Held-out samples for static quantization (up to CALIBRATION_LIMIT); the evaluation samples if none."""
+    if dataset.calibration is None:
+        logger.warning(
+            "the data has no held-out samples, so static quantization calibrates on the evaluation samples "
+            "(set data.limit below the data's size to keep the rest for calibration)"
+        )
+        held_out = dataset
+    else:
+        held_out = Dataset(dataset.calibration).take(CALIBRATION_LIMIT)
+    return tuple(held_out.batches(batch_size))
 
 
 def _load_profile(recipe: Recipe) -> LoadProfile | None:

