@@ -66,9 +66,14 @@ def _sentences(doc: str) -> Iterator[str]:
 @functools.cache
 def sentence_corpus() -> tuple[str, ...]:
     """Deduplicated English sentences from standard-library docstrings, in a fixed order."""
+    return sentences_from(CORPUS_MODULES)
+
+
+def sentences_from(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """The prose sentences of some modules' docstrings, deduplicated, ordered by their sha256."""
     found = {
         sentence
-        for name in CORPUS_MODULES
+        for name in modules
         for doc in _docstrings(importlib.import_module(name))
         for sentence in _sentences(doc)
     }
