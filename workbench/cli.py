@@ -3,6 +3,7 @@ code (1, or 2 for bad input); ``--debug`` shows the traceback instead."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -10,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -520,6 +520,26 @@ def canary_command(
     raise typer.Exit(canary.EXIT_CODES[verdict.decision])
 
 
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class ``name`` from every copy in use: typer >= 0.29 ships its own click
+    (``typer._click``) and its own Exit/Abort, older typer raises the click package's."""
+    found: list[type[BaseException]] = []
+    for module_name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+CLICK_ERRORS = _click_classes("ClickException")
+CLICK_EXITS = _click_classes("Exit")
+INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, *_click_classes("Abort"))
+
+
 def main() -> None:
     """Entry point: run the app, turn known errors into one line and an exit code."""
     try:
@@ -531,12 +551,12 @@ def main() -> None:
             raise
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except CLICK_EXITS as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except CLICK_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except INTERRUPTS:
         err.print("interrupted: `workbench run RECIPE --resume` finishes the run")
         sys.exit(130)
 

@@ -15,7 +15,7 @@ __all__ = ["junit_xml", "markdown", "text_lines"]
 
 _LABEL = {"regression": "REGRESSION", "inconclusive": "INCONCLUSIVE", "pass": "ok"}
 _ICON = {"regression": "❌", "inconclusive": "⚠️", "pass": "✅"}
-_COLUMNS = ("verdict", "case", "rule", "change [95% CI]", "p", "trials", "method", "why")
+_COLUMNS = ("verdict", "case", "rule", "change, + is worse [95% CI]", "p", "trials", "method", "why")
 
 
 def _cells(check: Check) -> dict[str, str]:
@@ -24,7 +24,7 @@ def _cells(check: Check) -> dict[str, str]:
         "verdict": _LABEL[check.verdict],
         "case": check.case,
         "rule": check.rule.text,
-        "change [95% CI]": c.describe_change() if c else "–",
+        "change, + is worse [95% CI]": c.describe_change() if c else "–",
         "p": "–" if c is None or c.p_value is None or math.isnan(c.p_value) else f"{c.p_value:.3g}",
         "trials": f"{c.n_baseline} vs {c.n_candidate}" if c else "–",
         "method": _short_method(check),

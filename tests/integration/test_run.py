@@ -216,3 +216,10 @@ def test_killed_run_resumes_from_the_command_line(tmp_path: Path) -> None:
     assert f"{len(finished_before)} of 4 variants already done" in result.stderr.replace("\n", " ")
     (run,) = ReportStore(tmp_path).runs()
     assert run.read_envelope().status == "complete" and len(run.read_variants()) == 4
+
+
+def test_cli_usage_errors_are_click_messages_not_tracebacks(tmp_path: Path) -> None:
+    for args in (("--bogus",), ("run", "--bogus"), ("run",)):
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr and "--help' for help" in result.stderr, result.stderr

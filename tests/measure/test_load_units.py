@@ -123,6 +123,25 @@ def test_small_windows_compare_the_percentile_they_can_carry() -> None:
     assert figures.latency_ms["p999"] is None  # never a percentile from too few requests
 
 
+def test_a_served_step_keeps_per_window_samples_for_the_gate() -> None:
+    latencies = [2.0] * 1000 + [4.0] * 1000 + [6.0] * 1000  # one latency per window
+    records = _records(latencies, every_ms=1.0)
+
+    figures = summarize(records, cut_windows(records, 0, S, 3 * S))
+
+    assert figures.samples["throughput_rps"] == pytest.approx([1000.0] * 3, abs=3)
+    assert figures.samples["latency_ms_p50"] == pytest.approx([2.0, 4.0, 6.0])
+    assert figures.samples["latency_ms_p99"] == pytest.approx([2.0, 4.0, 6.0])
+    assert figures.latency_ms_p50_std == pytest.approx(2.0)
+    small = _records([3.0] * 300, every_ms=10.0)  # 100 per window: p50 and p90 per window, no p99
+    assert set(summarize(small, cut_windows(small, 0, S, 3 * S)).samples) == {
+        "throughput_rps",
+        "latency_ms_p50",
+        "latency_ms_p90",
+    }
+    assert summarize(records, cut_windows(records, 0, S, S)).samples == {}  # one window: nothing to compare
+
+
 def test_errors_are_counted_by_kind_and_late_sends_detected() -> None:
     kinds = [Kind.OK] * 90 + [Kind.HTTP_503] * 6 + [Kind.TIMEOUT] * 4
     records = _records([1.0] * 100, every_ms=10.0, kinds=kinds)

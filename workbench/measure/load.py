@@ -338,6 +338,7 @@ class _Observed:
             error_rate=figures.error_rate,
             server={k: float(v) for k, v in self.server.items() if isinstance(v, int | float)},
             resources=self._resources(generator_cpu),
+            samples=figures.samples,
         )
         return ServedStep(measurement=measurement, extra=self._extra(figures, generator_cpu, offered))
 

@@ -164,6 +164,7 @@ class StepFigures:
     send_lag_ms_p99: float | None
     late_share: float
     window_table: list[dict[str, float | int | str | None]] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # per-window figures, what the gate compares
 
     @property
     def generator_behind(self) -> bool:
@@ -182,11 +183,12 @@ def summarize(records: np.ndarray, windows: Sequence[Window], *, pooled: np.ndar
     ok = chunk[chunk["kind"] == Kind.OK]
     kinds, counts = np.unique(chunk["kind"][chunk["kind"] != Kind.OK], return_counts=True)
     rates = [w.throughput_rps for w in windows]
+    p50s = _window_percentiles(records, windows, "p50")
     return StepFigures(
         requests=len(chunk),
         windows=len(windows),
         latency_ms=_latency(ok),
-        latency_ms_p50_std=_p50_spread(records, windows),
+        latency_ms_p50_std=round(float(np.std(p50s, ddof=1)), 4) if p50s and len(p50s) > 1 else None,
         throughput_rps=float(np.mean(rates)) if rates else 0.0,
         throughput_rps_std=float(np.std(rates, ddof=1)) if len(rates) > 1 else None,
         throughput_rps_ci=bootstrap_ci(rates) if len(rates) > 1 else None,
@@ -195,6 +197,7 @@ def summarize(records: np.ndarray, windows: Sequence[Window], *, pooled: np.ndar
         send_lag_ms_p99=_send_lag_p99(chunk),
         late_share=_late_share(chunk),
         window_table=[w.as_dict() for w in windows],
+        samples=_window_samples(records, windows),
     )
 
 
@@ -211,14 +214,29 @@ def _latency(ok: np.ndarray) -> dict[str, float | None]:
     return latency_summary_ms(ok["end"] - ok["intended"])
 
 
-def _p50_spread(records: np.ndarray, windows: Sequence[Window]) -> float | None:
-    p50s = []
+def _window_percentiles(records: np.ndarray, windows: Sequence[Window], name: str) -> list[float] | None:
+    """Each window's latency percentile ``name`` in ms; None when a window has too few requests for it."""
+    found = []
     for window in windows:
         ok = _in_range(records, window.start_ns, window.end_ns)
         ok = ok[ok["kind"] == Kind.OK]
-        if len(ok) >= MIN_SAMPLES["p50"]:
-            p50s.append(float(np.percentile(ok["end"] - ok["intended"], 50)) / 1e6)
-    return round(float(np.std(p50s, ddof=1)), 4) if len(p50s) > 1 else None
+        if len(ok) < MIN_SAMPLES[name]:
+            return None
+        found.append(round(float(np.percentile(ok["end"] - ok["intended"], PERCENTILES[name])) / 1e6, 4))
+    return found
+
+
+def _window_samples(records: np.ndarray, windows: Sequence[Window]) -> dict[str, list[float]]:
+    """Per-window throughput and latency percentiles, for a step of two windows or more (a ramp
+    segment has one): the gate tests a served step on these, as it tests in-process trials."""
+    if len(windows) < 2:
+        return {}
+    samples = {"throughput_rps": [round(w.throughput_rps, 3) for w in windows]}
+    for name in ("p50", "p90", "p99"):
+        values = _window_percentiles(records, windows, name)
+        if values is not None:
+            samples[f"latency_ms_{name}"] = values
+    return samples
 
 
 def _send_lag_p99(chunk: np.ndarray) -> float | None:
