@@ -66,6 +66,9 @@ class MiniLMEmbedder(nn.Module):
 
     def __init__(self, bert: nn.Module) -> None:
         super().__init__()
+        # An embedder computes no loss. Setting it keeps transformers' loss_function property from
+        # warning about loss_type when TorchScript tracing walks the module's attributes.
+        object.__setattr__(bert, "_loss_function", None)
         self.bert = bert
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
