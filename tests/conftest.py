@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # the model and data packages import torch: only fixtures tha
     from workbench.models import SourceModel
 
 HELPERS = Path(__file__).parent / "steps"
+# serving_support (the threaded test server) serves the bundle and step tests too: importable from anywhere.
+SERVING_HELPERS = str(Path(__file__).parent / "serving")
+if SERVING_HELPERS not in sys.path:
+    sys.path.insert(0, SERVING_HELPERS)
 DIGITS = ModelSpec(source="example", name="digits")
 MINILM = ModelSpec(source="example", name="minilm")
 

@@ -120,8 +120,7 @@ class Comparison:
         return f"{point} [{self._signed(self.ci_low)}, {self._signed(self.ci_high)}]"
 
     def _signed(self, value: float) -> str:
-        value += 0.0  # no "-0"
-        return f"{value:+.1%}" if self.relative else f"{value:+.4g}"
+        return _figure(value, self.relative, sign="+")
 
 
 @dataclass(frozen=True)
@@ -326,8 +325,13 @@ def _within(c: Comparison, limit: float) -> str:
 
 
 def _amount(value: float, c: Comparison) -> str:
+    return _figure(value, c.relative)
+
+
+def _figure(value: float, relative: bool, sign: str = "") -> str:
+    """A change for the reader: a percentage when relative, else 4 significant digits; never "-0"."""
     value += 0.0
-    return f"{value:.1%}" if c.relative else f"{value:.4g}"
+    return f"{value:{sign}.1%}" if relative else f"{value:{sign}.4g}"
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
+from serving_support import running_server, wait_for
 
-from serving_harness.app import create_app
 from serving_harness.canary import CanarySplit
 from serving_harness.model import ModelConfig
-from serving_harness.server import bind_socket, uvicorn_config
 from serving_harness.settings import ServingSettings
 
 
@@ -28,32 +24,14 @@ def running(
     version_label: bool = True,
     loop: str = "uvloop",
 ) -> Iterator[str]:
-    """The real app under uvicorn in a thread on a free loopback port; yields its URL once ready."""
-    settings = settings or ServingSettings()
-    sock = bind_socket("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(models, settings, canary=canary, version_label=version_label)
-    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", loop=loop))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_ready(url)
+    """The real app under uvicorn in a thread on a free loopback port, with version labels; yields its URL."""
+    with running_server(models, settings, canary=canary, version_label=version_label, loop=loop) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 def wait_ready(url: str, timeout_s: float = 30.0) -> None:
     """Poll /v2/health/ready until it answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} was not ready within {timeout_s} s")
+    wait_for(url + "/v2/health/ready", timeout_s)
 
 
 def infer_body(rows: np.ndarray) -> dict[str, object]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from workbench.cli import main
 from workbench.measure.system import environment
 from workbench.report.schema import Measurement, Quality, RunEnvelope, VariantRecord
 from workbench.report.store import ReportStore
@@ -86,3 +89,13 @@ def write_run(
     )  # fmt: skip
     run.write_envelope(envelope)
     return run.path
+
+
+def workbench(*args: str | Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run ``workbench ARGS`` in this process through the real entry point; return its exit code."""
+    monkeypatch.setattr(sys, "argv", ["workbench", *map(str, args)])
+    try:
+        main()
+    except SystemExit as exited:
+        return int(exited.code or 0)
+    return 0

@@ -4,30 +4,17 @@ the printed method and trials, the Markdown summary, the JUnit XML, inconclusive
 from __future__ import annotations
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from gate_support import RECIPE, VARIANT, inputs, write_run
-
-from workbench.cli import main
+from gate_support import RECIPE, VARIANT, inputs, workbench, write_run
 
 STEADY = [1000.0, 1010.0, 990.0, 1005.0, 995.0]
 P99 = [2.0, 2.02, 1.98, 2.01, 1.99]
 RULES = ["--fail", "latency_ms.p99:+10%", "--fail", "throughput_rps:-5%", "--fail", "accuracy:-0.005"]
-
-
-def workbench(*args: str | Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run ``workbench ARGS`` in this process through the real entry point; return its exit code."""
-    monkeypatch.setattr(sys, "argv", ["workbench", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exited:
-        return int(exited.code or 0)
-    return 0
 
 
 def test_within_budget_exits_0_and_prints_method_and_trials(

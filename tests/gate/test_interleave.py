@@ -3,12 +3,11 @@ rounds in ABBA order, paired statistics."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from gate_support import workbench
 
-from workbench.cli import main
 from workbench.interleave import bundle_contender, interleave_rounds
 
 # Short steps: each round costs a few seconds per side, most of it Locust starting.
@@ -22,15 +21,6 @@ min_requests: 50
 tolerance: 0.5
 latency_tolerance: 1.0
 """
-
-
-def workbench(*args: str | Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["workbench", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exited:
-        return int(exited.code or 0)
-    return 0
 
 
 def test_rounds_alternate_in_abba_order() -> None:

@@ -16,6 +16,7 @@ import uvicorn
 from onnx import TensorProto, helper
 
 from serving_harness.app import create_app
+from serving_harness.canary import CanarySplit
 from serving_harness.model import ModelConfig
 from serving_harness.server import bind_socket, uvicorn_config
 from serving_harness.settings import ServingSettings
@@ -114,13 +115,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    models: Sequence[ModelConfig], settings: ServingSettings | None = None, *, wait_ready: bool = True
+    models: Sequence[ModelConfig],
+    settings: ServingSettings | None = None,
+    *,
+    wait_ready: bool = True,
+    canary: CanarySplit | None = None,
+    version_label: bool = False,
+    loop: str = "uvloop",
 ) -> Iterator[str]:
     """The real app under uvicorn (uvloop, httptools) in a thread on a free loopback port; yields its URL."""
     settings = settings or ServingSettings()
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn_config(create_app(models, settings), settings, log_level="warning"))
+    app = create_app(models, settings, canary=canary, version_label=version_label)
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", loop=loop))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -183,7 +183,8 @@ def summarize(records: np.ndarray, windows: Sequence[Window], *, pooled: np.ndar
     ok = chunk[chunk["kind"] == Kind.OK]
     kinds, counts = np.unique(chunk["kind"][chunk["kind"] != Kind.OK], return_counts=True)
     rates = [w.throughput_rps for w in windows]
-    p50s = _window_percentiles(records, windows, "p50")
+    samples = _window_samples(records, windows)
+    p50s = samples.get("latency_ms_p50")
     return StepFigures(
         requests=len(chunk),
         windows=len(windows),
@@ -197,7 +198,7 @@ def summarize(records: np.ndarray, windows: Sequence[Window], *, pooled: np.ndar
         send_lag_ms_p99=_send_lag_p99(chunk),
         late_share=_late_share(chunk),
         window_table=[w.as_dict() for w in windows],
-        samples=_window_samples(records, windows),
+        samples=samples,
     )
 
 
@@ -214,28 +215,22 @@ def _latency(ok: np.ndarray) -> dict[str, float | None]:
     return latency_summary_ms(ok["end"] - ok["intended"])
 
 
-def _window_percentiles(records: np.ndarray, windows: Sequence[Window], name: str) -> list[float] | None:
-    """Each window's latency percentile ``name`` in ms; None when a window has too few requests for it."""
-    found = []
-    for window in windows:
-        ok = _in_range(records, window.start_ns, window.end_ns)
-        ok = ok[ok["kind"] == Kind.OK]
-        if len(ok) < MIN_SAMPLES[name]:
-            return None
-        found.append(round(float(np.percentile(ok["end"] - ok["intended"], PERCENTILES[name])) / 1e6, 4))
-    return found
-
-
 def _window_samples(records: np.ndarray, windows: Sequence[Window]) -> dict[str, list[float]]:
-    """Per-window throughput and latency percentiles, for a step of two windows or more (a ramp
-    segment has one): the gate tests a served step on these, as it tests in-process trials."""
+    """Per-window throughput and latency percentiles (ms), for a step of two windows or more (a ramp
+    segment has one): the gate tests a served step on these, as it tests in-process trials. A
+    percentile is left out when any window has too few requests for it."""
     if len(windows) < 2:
         return {}
     samples = {"throughput_rps": [round(w.throughput_rps, 3) for w in windows]}
+    latencies = []
+    for window in windows:
+        chunk = _in_range(records, window.start_ns, window.end_ns)
+        ok = chunk[chunk["kind"] == Kind.OK]
+        latencies.append(ok["end"] - ok["intended"])
     for name in ("p50", "p90", "p99"):
-        values = _window_percentiles(records, windows, name)
-        if values is not None:
-            samples[f"latency_ms_{name}"] = values
+        if all(len(values) >= MIN_SAMPLES[name] for values in latencies):
+            percentile = PERCENTILES[name]
+            samples[f"latency_ms_{name}"] = [round(float(np.percentile(v, percentile)) / 1e6, 4) for v in latencies]
     return samples
 
 

@@ -17,6 +17,8 @@ from workbench.artifact import Artifact
 from workbench.errors import BuildError
 from workbench.registry import Registry
 
+ONNX_FILE = "model.onnx"  # the file every ONNX step writes into its workdir
+
 
 class StepConfig(BaseModel):
     """Base of every step's Config: frozen, unknown keys are errors."""
@@ -68,7 +70,10 @@ def expect_config(step: str, config: StepConfig, kind: type[ConfigT]) -> ConfigT
     return config
 
 
-def require_onnx(step: str, artifact: Artifact) -> None:
-    """The one message every ONNX-only step gives for another format."""
+def onnx_output(step: str, artifact: Artifact, workdir: Path) -> Path:
+    """Where an ONNX-to-ONNX step writes (``workdir/model.onnx``, folder made); the one message every
+    ONNX-only step gives for another format."""
     if artifact.format != "onnx":
         raise BuildError(f"{step} needs an ONNX model, got {artifact.format!r}: add export.onnx before {step}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir / ONNX_FILE

@@ -38,11 +38,10 @@ from pydantic import Field
 
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
-from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, require_onnx
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, onnx_output
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 MS_DOMAIN = "com.microsoft"
 # Ops that only exist after a fusion: what the ``fused_<OpType>`` figures count.
 FUSED_OPS = frozenset(
@@ -104,9 +103,7 @@ class CompileOrtGraph:
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
         config = expect_config(self.name, config, CompileOrtGraphConfig)
-        require_onnx(self.name, artifact)
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / ONNX_FILE
+        path = onnx_output(self.name, artifact, workdir)
         started = time.perf_counter()
         source = onnx.load(str(artifact.path))
         figures: dict[str, float] = {"nodes_before": float(len(source.graph.node))}

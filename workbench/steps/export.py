@@ -18,11 +18,9 @@ from pydantic import Field
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
 from workbench.models.torch_source import TorchModel, load_torch_model
-from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
+from workbench.steps.base import ONNX_FILE, STEPS, StepConfig, StepContext, expect_config
 
 logger = logging.getLogger(__name__)
-
-ONNX_FILE = "model.onnx"
 
 
 class ExportOnnxConfig(StepConfig):

@@ -25,11 +25,10 @@ from pydantic import Field, field_validator
 
 from workbench.artifact import Artifact
 from workbench.errors import BuildError
-from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, require_onnx
+from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, onnx_output
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 # Nodes that compute in integers after quantization: what ``quantized_nodes`` counts.
 INTEGER_OPS = frozenset(
     {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QGemm"}
@@ -92,9 +91,7 @@ class QuantizeOrtDynamic:
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
         config = expect_config(self.name, config, QuantizeOrtDynamicConfig)
-        require_onnx(self.name, artifact)
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / ONNX_FILE
+        path = onnx_output(self.name, artifact, workdir)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
             prepared, nodes = _prepare(artifact.path, config, Path(scratch))
@@ -297,9 +294,7 @@ class QuantizeOrtStatic:
     def apply(self, artifact: Artifact, config: StepConfig, workdir: Path, context: StepContext) -> Artifact:
         """Write ``workdir/model.onnx``."""
         config = expect_config(self.name, config, QuantizeOrtStaticConfig)
-        require_onnx(self.name, artifact)
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / ONNX_FILE
+        path = onnx_output(self.name, artifact, workdir)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
             prepared = (

@@ -22,7 +22,7 @@ from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
 from workbench.errors import BuildError, MissingDependencyError
 from workbench.measure.system import cpu_flags
-from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
+from workbench.steps.base import ONNX_FILE, STEPS, StepConfig, StepContext, expect_config
 from workbench.steps.quantize import needs_reduced_range
 from workbench.steps.torch_export import (
     MODEL_DIR,
@@ -38,7 +38,6 @@ from workbench.steps.torch_export import (
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 DYNAMIC_LINEAR_OP = "quantized::linear_dynamic"
 # ISA flags (as /proc/cpuinfo spells them) that give a CPU native arithmetic in each type, by family.
 NATIVE_ISA: dict[str, dict[str, tuple[str, ...]]] = {
