@@ -20,15 +20,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes import create_runtime
 from serving_harness.runtimes.base import ModelMetadata, Runtime
-from serving_harness.settings import RuntimeSettings
 from workbench.data.base import Dataset
-from workbench.gate import GateOptions, GateResult, gate, parse_rule
-from workbench.gate_sources import Figure, Source
-from workbench.interleave import interleave_rounds, paired_sources
+from workbench.gate.interleave import interleave_rounds, paired_sources
+from workbench.gate.rules import GateOptions, GateResult, gate, parse_rule
+from workbench.gate.sources import Figure, Source
 from workbench.measure.inprocess import InprocessResult, measure_inprocess
-from workbench.spec import MeasureSpec
+from workbench.recipe.spec import MeasureSpec
 
 RULES = ("latency_ms.p50:+10%", "latency_ms.p99:+10%", "throughput_rps:-5%")
 FEATURES = 64

@@ -100,10 +100,10 @@ def run_server(model: str, port: int, baseline: str | None) -> None:
     """One harness process: the model with (or without) a drift baseline, bundle settings."""
     import uvicorn
 
-    from serving_harness.app import create_app
+    from serving_harness.config import ServingSettings
     from serving_harness.model import ModelConfig
+    from serving_harness.protocol.rest import create_app
     from serving_harness.server import bind_socket, uvicorn_config
-    from serving_harness.settings import ServingSettings
 
     settings = ServingSettings.model_validate({"runtime": {"intra_op_threads": 1, "inter_op_threads": 1}})
     config = ModelConfig(

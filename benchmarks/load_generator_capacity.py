@@ -77,9 +77,9 @@ def trivial_endpoint() -> Iterator[str]:
 
 
 def locust_rate(url: str, users: int, workers: int, duration_s: float, workdir: Path) -> dict[str, float]:
-    from workbench.measure.load import Target, run_profile
-    from workbench.measure.payloads import write_payloads
-    from workbench.measure.profiles import load_profile
+    from workbench.measure.load.engine import Target, run_profile
+    from workbench.measure.load.payloads import write_payloads
+    from workbench.measure.load.profiles import load_profile
 
     windows = max(3, int(duration_s))
     profile = load_profile(
@@ -114,7 +114,7 @@ def main() -> None:
         serve_trivial()
         return
     logging.basicConfig(level=logging.WARNING)
-    from workbench.measure.payloads import write_payloads
+    from workbench.measure.load.payloads import write_payloads
 
     rows: list[tuple[str, dict[str, float]]] = []
     with trivial_endpoint() as url, tempfile.TemporaryDirectory() as folder:

@@ -27,14 +27,14 @@ from pathlib import Path
 
 from _wrk import run_wrk
 
-from serving_harness.settings import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingSettings
 from workbench.data import load_dataset
-from workbench.measure.load import Target, run_profile
-from workbench.measure.payloads import dataset_batches, write_payloads
-from workbench.measure.profiles import load_profile
+from workbench.measure.load.engine import Target, run_profile
+from workbench.measure.load.payloads import dataset_batches, write_payloads
+from workbench.measure.load.profiles import load_profile
 from workbench.measure.server import HarnessServer
 from workbench.models import load_source_model
-from workbench.spec import DataSpec, ModelSpec
+from workbench.recipe.spec import DataSpec, ModelSpec
 
 BAND = 0.15
 MODEL = "digits"

@@ -104,7 +104,7 @@ def _encode(tokenizer: object, texts: list[str], max_length: int = SEQ) -> Batch
 def _evaluation_data() -> tuple[Batch, Batch]:
     """The two MiniLM recipes' evaluation rows: filled 128-token passages, and padded sentences."""
     from workbench.data import load_dataset
-    from workbench.spec import DataSpec, ModelSpec
+    from workbench.recipe.spec import DataSpec, ModelSpec
 
     minilm = ModelSpec(source="example", name="minilm")
     found = []

@@ -55,8 +55,8 @@ CALLS_PER_ROUND = 3
 def main() -> int:
     args = _arguments()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from workbench.loader import load_recipe
-    from workbench.run import run_recipe
+    from workbench.recipe.loader import load_recipe
+    from workbench.sweep.runner import run_recipe
 
     overrides = [f"search.pipelines={json.dumps(PIPELINES)}", "search.baseline=torch-eager", *args.set]
     recipe = load_recipe(Path(args.recipe), overrides)
@@ -118,8 +118,8 @@ def _interleaved(run: Any, recipe: Any, rounds: int) -> None:
     """Each round times every variant on the same batches; ratios to torch eager are per round."""
     if rounds <= 0:
         return
+    from serving_harness.config import ServingSettings
     from serving_harness.runtimes import create_runtime
-    from serving_harness.settings import ServingSettings
     from workbench.data import load_dataset
 
     records = [r for r in run.read_variants() if r.status == "ok" and r.artifact is not None]

@@ -10,15 +10,15 @@ import time
 
 import numpy as np
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings
-from workbench.build import build
 from workbench.data import load_dataset
 from workbench.data.metrics import cosine_similarity
 from workbench.models import load_source_model
 from workbench.paths import cache_dir
-from workbench.spec import DataSpec, ModelSpec, StepSpec
+from workbench.recipe.spec import DataSpec, ModelSpec, StepSpec
 from workbench.steps import StepContext
+from workbench.sweep.cache import build
 
 name, rounds = sys.argv[1], int(sys.argv[2])
 threads = 1 if name == "digits" else 2

@@ -33,10 +33,10 @@ from typing import Any
 
 from serving_harness.bundle import LoadedBundle, is_bundle, load_bundle, verify_bundle
 from serving_harness.canary import CanarySplit
+from serving_harness.config import ServingSettings
 from serving_harness.model import ModelConfig
 from serving_harness.model_dir import load_model_dir, runtime_for
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE
-from serving_harness.settings import ServingSettings
 
 # flag (argparse dest) -> dotted ServingSettings field
 _SETTING_FLAGS = {
@@ -169,8 +169,8 @@ def _bundle_source(args: argparse.Namespace) -> bool:
 def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
     import uvicorn
 
-    from serving_harness.app import create_app
     from serving_harness.log import configure_logging
+    from serving_harness.protocol.rest import create_app
     from serving_harness.server import _announce, _exit_quietly_after_signals, bind_socket, uvicorn_config
 
     configure_logging(args.log_level)

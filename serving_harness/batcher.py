@@ -32,9 +32,9 @@ from typing import Protocol
 
 import numpy as np
 
+from serving_harness.config import BatchingSettings
 from serving_harness.errors import InferenceFailed, ModelNotReady, QueueFull, RequestTimeout
 from serving_harness.runtimes.base import Runtime
-from serving_harness.settings import BatchingSettings
 
 __all__ = ["BatchObserver", "Batcher", "InferOutcome"]
 

@@ -34,10 +34,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from serving_harness.config import LimitsSettings, ServingSettings
 from serving_harness.model import ModelConfig
 from serving_harness.runtimes import create_runtime
 from serving_harness.runtimes.base import TensorSpec
-from serving_harness.settings import LimitsSettings, ServingSettings
 
 __all__ = [
     "BUNDLE_FORMAT",

@@ -17,14 +17,14 @@ import numpy as np
 
 from serving_harness.batcher import Batcher, InferOutcome
 from serving_harness.cache import PredictionCache
+from serving_harness.config import ServingSettings
 from serving_harness.drift import DriftMonitor, load_baseline
 from serving_harness.errors import ModelNotReady
 from serving_harness.fallback import infer_with_fallback
 from serving_harness.metrics import ModelMetrics
-from serving_harness.protocol import ModelSchema
+from serving_harness.protocol.codec import ModelSchema
 from serving_harness.runtimes import create_runtime
 from serving_harness.runtimes.base import Runtime
-from serving_harness.settings import ServingSettings
 
 __all__ = ["ModelConfig", "ModelState", "ServedModel"]
 

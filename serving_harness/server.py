@@ -25,10 +25,10 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from serving_harness.app import create_app
+from serving_harness.config import ServingSettings
 from serving_harness.log import configure_logging
 from serving_harness.model import ModelConfig
-from serving_harness.settings import ServingSettings
+from serving_harness.protocol.rest import create_app
 
 __all__ = ["app_from_environment", "bind_socket", "serve", "uvicorn_config"]
 

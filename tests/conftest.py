@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from workbench.spec import DataSpec, ModelSpec
+from workbench.recipe.spec import DataSpec, ModelSpec
 
 if TYPE_CHECKING:  # the model and data packages import torch: only fixtures that need them pay for it
     from workbench.data import Dataset

@@ -8,11 +8,12 @@ diff = wb.compare("digits-cpu/0001", "digits-cpu/0002")            # ratios with
 bundle = wb.export("latest", out="bundles/digits-1.2.0")            # a deployable, monitored bundle
 """
 
-from workbench.api import compare, export, load_report, load_runs, run, select
+from workbench._api import compare, export, load_report, load_runs, run, select
 from workbench.errors import (
     BuildError,
     MeasurementError,
     MissingDependencyError,
+    NoFeasibleVariant,
     NotFoundError,
     RecipeError,
     UsageError,
@@ -25,6 +26,7 @@ __all__ = [
     "BuildError",
     "MeasurementError",
     "MissingDependencyError",
+    "NoFeasibleVariant",
     "NotFoundError",
     "RecipeError",
     "UsageError",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from serving_harness.settings import RuntimeName
+from serving_harness.config import RuntimeName
 
 ArtifactFormat = Literal["torch", "onnx", "torchscript", "torch_export", "torch_compiled", "torch_tensorrt"]
 

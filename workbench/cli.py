@@ -89,8 +89,8 @@ def run(
     Interrupt it at any time (Ctrl-C): `--resume` picks up where it stopped without redoing the
     variants that finished.
     """
-    from workbench.loader import load_recipe
-    from workbench.run import run_recipe
+    from workbench.recipe.loader import load_recipe
+    from workbench.sweep.runner import run_recipe
 
     overrides = list(set_ or [])
     if served is not None:
@@ -140,7 +140,7 @@ def _show_run(path: Path) -> None:
     import pandas as pd
 
     from workbench.report.render import SUMMARY_COLUMNS, summary_rows
-    from workbench.report.store import RESULTS_FILE, RunDir
+    from workbench.report.rundir import RESULTS_FILE, RunDir
 
     run_dir = RunDir(path)
     envelope = run_dir.read_envelope()
@@ -171,7 +171,7 @@ def report_list(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """List runs, oldest first."""
-    from workbench.report.store import ReportStore
+    from workbench.report.rundir import ReportStore
 
     table = Table("run", "created", "status", "variants", "best", header_style="bold")
     for run_dir in ReportStore(reports).runs(recipe):
@@ -192,7 +192,7 @@ def report_show(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Print a run's results table."""
-    from workbench.report.store import ReportStore
+    from workbench.report.rundir import ReportStore
 
     _show_run(ReportStore(reports).find(run_ref).path)
 
@@ -200,7 +200,7 @@ def report_show(
 @report_app.command("schema")
 def report_schema() -> None:
     """Print the recipe JSON Schema (for editors and validation)."""
-    from workbench.loader import recipe_json_schema
+    from workbench.recipe.loader import recipe_json_schema
 
     sys.stdout.write(json.dumps(recipe_json_schema(), indent=2) + "\n")
 
@@ -208,8 +208,8 @@ def report_schema() -> None:
 @app.command()
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
     """Check recipes without running them (schema, extends, step names and configs)."""
-    from workbench.loader import load_recipe
-    from workbench.sweep import expand
+    from workbench.recipe.loader import load_recipe
+    from workbench.sweep.space import expand
 
     for path in recipes:
         variants = expand(load_recipe(path))
@@ -245,7 +245,7 @@ def load(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Measure any OIP v2 endpoint under a load profile; write the same versioned report as `run`."""
-    from workbench.measure.endpoint import load_endpoint
+    from workbench.sweep.endpoint import load_endpoint
 
     err.print(f"load [bold]{model}[/] at {url} ({profile})")
     done = load_endpoint(
@@ -279,7 +279,7 @@ def report_open(
     import webbrowser
 
     from workbench.report.html import HTML_FILE, write_report_html
-    from workbench.report.store import ReportStore
+    from workbench.report.rundir import ReportStore
 
     run_dir = ReportStore(reports).find(run_ref)
     path = run_dir.path / HTML_FILE
@@ -311,7 +311,7 @@ def select_command(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Pick RUN's best variant under constraints (default: the recipe's own constraints and objective)."""
-    from workbench.api import select as pick
+    from workbench._api import select as pick
     from workbench.errors import UsageError
 
     if mode not in (None, "served", "inprocess"):
@@ -350,7 +350,7 @@ def compare_command(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Runs side by side: each figure's ratio to the baseline run with its bootstrap interval."""
-    from workbench.report.compare import DEFAULT_METRICS, compare
+    from workbench.decide.compare import DEFAULT_METRICS, compare
 
     result = compare(runs, reports=reports, metrics=metric or DEFAULT_METRICS)
     table = Table("variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "95% interval", "verdict",
@@ -405,9 +405,9 @@ def gate_command(
 ) -> None:
     """Fail (exit 1) when the candidate is slower or less accurate than the baseline beyond a
     threshold and beyond noise; exit 0 within budget, 2 on bad input."""
-    from workbench.gate import gate_options
-    from workbench.gate_command import GateRequest, run_gate
-    from workbench.gate_report import text_lines
+    from workbench.gate.command import GateRequest, run_gate
+    from workbench.gate.output import text_lines
+    from workbench.gate.rules import gate_options
 
     request = GateRequest(
         rules=tuple(fail), options=gate_options(inconclusive, method, statistic, min_trials, case or []),
@@ -428,7 +428,7 @@ def baseline_promote(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Copy a complete RUN (with its environment) to reports/<recipe>/baseline for the CI gate."""
-    from workbench.baseline import promote
+    from workbench.gate.baseline import promote
 
     done = promote(run_ref, reports=reports)
     was = f" (replacing {done.replaced})" if done.replaced else ""
@@ -457,7 +457,7 @@ def export_command(
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Export RUN's variant as a bundle (directory + .tar.gz) that `python -m serving_harness serve` runs alone."""
-    from workbench.api import export
+    from workbench._api import export
 
     bundle = export(
         run_ref, out=out, variant=variant, name=name, version=version, fallback=fallback, reports=reports,
@@ -490,7 +490,7 @@ def canary_command(
 
     Exit status: 0 promote, 3 hold, 4 roll back. Roll back in one command: `workbench canary URL --rollback`.
     """
-    from workbench import canary
+    from workbench.gate import canary
 
     if rollback or promote:
         state = canary.set_weight(url, 0.0 if rollback else 1.0, token)

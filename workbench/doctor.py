@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rich.markup import escape
 from rich.table import Table
 
-from workbench.measure.system import cpu_flags
+from workbench.host import cpu_flags
 from workbench.paths import CACHE_ENV, cache_dir
 
 __all__ = ["Check", "doctor_table", "required_ok", "run_checks"]

@@ -6,7 +6,11 @@ WorkbenchError                     exit 1
 │   └── NotFoundError              a run, report, variant or file that is not there
 ├── MissingDependencyError         an extra or a GPU the work needs; says what to install
 ├── BuildError                     a build step failed (the sweep records it and goes on)
-└── MeasurementError               a measurement could not be taken (server died, bad outputs)
+├── MeasurementError               a measurement could not be taken (server died, bad outputs)
+└── NoFeasibleVariant              no measured variant meets every constraint (select, export --variant best)
+
+Anything else (TypeError, AttributeError, KeyError…) is a programming error: it is never caught as a
+failed variant, and it stops the run with its traceback.
 """
 
 from __future__ import annotations
@@ -49,3 +53,7 @@ class BuildError(WorkbenchError):
 
 class MeasurementError(WorkbenchError):
     """A measurement could not be taken."""
+
+
+class NoFeasibleVariant(WorkbenchError):
+    """No measured variant meets every constraint; the message names the binding one and the nearest miss."""

@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from serving_harness.settings import RuntimeSettings
+from serving_harness.config import RuntimeSettings
 
 # OIP v2 datatypes and their numpy dtypes (BYTES is carried as object arrays of bytes).
 OIP_TO_NUMPY: dict[str, np.dtype[np.generic]] = {

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.base import ModelMetadata, RuntimeUnavailable, TensorSpec
-from serving_harness.settings import RuntimeSettings
 
 _ORT_TO_OIP = {
     "tensor(bool)": "BOOL",

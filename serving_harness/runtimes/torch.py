@@ -31,8 +31,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.base import ModelMetadata, RuntimeUnavailable, TensorSpec
-from serving_harness.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
 

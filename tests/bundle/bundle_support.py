@@ -11,8 +11,8 @@ import numpy as np
 from serving_support import running_server, wait_for
 
 from serving_harness.canary import CanarySplit
+from serving_harness.config import ServingSettings
 from serving_harness.model import ModelConfig
-from serving_harness.settings import ServingSettings
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from workbench.bundle.export import ExportedBundle, export_bundle
-from workbench.report.store import RunDir
+from workbench.report.rundir import RunDir
 
 # The digits example, small: the baseline (torch, not shippable), an fp32 export and an int8 one.
 RECIPE: dict[str, Any] = {
@@ -43,8 +43,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits_run(reports: Path) -> RunDir:
     """A complete run of the digits recipe above (in-process measurement only: seconds, not minutes)."""
-    from workbench.run import run_recipe
-    from workbench.spec import Recipe
+    from workbench.recipe.spec import Recipe
+    from workbench.sweep.runner import run_recipe
 
     return run_recipe(Recipe.model_validate(RECIPE), reports=reports)
 

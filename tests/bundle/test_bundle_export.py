@@ -16,7 +16,7 @@ from serving_harness.bundle import bundle_files, file_sha256, load_bundle
 from serving_harness.drift import load_baseline
 from workbench.bundle.export import ExportedBundle, export_bundle, write_archive
 from workbench.errors import NotFoundError, UsageError
-from workbench.report.store import RunDir
+from workbench.report.rundir import RunDir
 
 
 def test_manifest_describes_the_variant_it_came_from(bundle: ExportedBundle, digits_run: RunDir) -> None:
@@ -90,7 +90,7 @@ def test_the_drift_baseline_covers_inputs_and_outputs(bundle: ExportedBundle) ->
 def test_the_vendored_harness_is_the_one_that_was_measured(bundle: ExportedBundle) -> None:
     source = Path(serving_harness.__file__).parent
     vendored = bundle.path / "vendor" / "serving_harness"
-    for name in ("app.py", "bundle.py", "drift.py", "runtimes/onnxruntime.py"):
+    for name in ("protocol/rest.py", "bundle.py", "drift.py", "runtimes/onnxruntime.py"):
         assert (vendored / name).read_bytes() == (source / name).read_bytes()
     assert not list(vendored.rglob("__pycache__"))
 

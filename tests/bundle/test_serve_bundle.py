@@ -13,7 +13,7 @@ from odd_models import failing_model, slow_model
 
 from serving_harness.__main__ import _parser, resolve_bundles
 from serving_harness.bundle import load_bundle
-from serving_harness.settings import LimitsSettings, ServingSettings
+from serving_harness.config import LimitsSettings, ServingSettings
 from workbench.bundle.export import ExportedBundle
 from workbench.data import Dataset
 

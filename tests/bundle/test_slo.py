@@ -8,8 +8,8 @@ import pytest
 
 from workbench.bundle.slo import SERVED_HEADROOM, derive_slo
 from workbench.errors import UsageError
+from workbench.recipe.spec import Bound
 from workbench.report.schema import Measurement, VariantRecord
-from workbench.spec import Bound
 
 
 def _measurement(mode: str, step: str, rps: float, p50: float, p99: float | None, **extra: Any) -> Measurement:

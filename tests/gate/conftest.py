@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from gate_support import chain_model
 
-from workbench.measure.system import environment
+from workbench.host import environment
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from workbench.cli import main
-from workbench.measure.system import environment
+from workbench.host import environment
+from workbench.report.rundir import ReportStore
 from workbench.report.schema import Measurement, Quality, RunEnvelope, VariantRecord
-from workbench.report.store import ReportStore
 
 WIDTH = 64
 CLASSES = 10

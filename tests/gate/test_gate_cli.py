@@ -173,8 +173,8 @@ def test_a_real_run_promoted_and_gated_against_itself_passes(
     tmp_path: Path, fast_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The whole path: in-process trials → per-trial samples in the report → baseline → gate."""
-    from workbench.loader import load_recipe
-    from workbench.run import run_recipe
+    from workbench.recipe.loader import load_recipe
+    from workbench.sweep.runner import run_recipe
 
     data = tmp_path / "data.npz"
     np.savez(data, **inputs(64), labels=np.arange(64) % 10)

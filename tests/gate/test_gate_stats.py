@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.gate_stats import (
+from workbench.stats import (
     Summary,
     Threshold,
     block_statistics,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gate_support import workbench
 
-from workbench.interleave import bundle_contender, interleave_rounds
+from workbench.gate.interleave import bundle_contender, interleave_rounds
 
 # Short steps: each round costs a few seconds per side, most of it Locust starting.
 PROFILE = """kind: concurrency

@@ -13,8 +13,8 @@ import pytest
 
 from workbench.cli import main
 from workbench.errors import UsageError
-from workbench.gate import gate, parse_rule
-from workbench.gate_sources import pytest_benchmark_source
+from workbench.gate.rules import gate, parse_rule
+from workbench.gate.sources import pytest_benchmark_source
 
 BENCHMARKS = """
 import os
@@ -40,7 +40,7 @@ def run_benchmarks(folder: Path, model: Path, work: int) -> tuple[Path, Path]:
     (folder / "test_bench.py").write_text(BENCHMARKS)
     ours, theirs = folder / "workbench.json", folder / "pytest-benchmark.json"
     command = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "workbench.pytest_plugin",
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "workbench.gate.pytest_plugin",
         "--workbench-json", str(ours), "--workbench-trials", "6", "--workbench-trial-s", "0.05",
         "--benchmark-json", str(theirs), "--benchmark-save-data", "test_bench.py",
     ]  # fmt: skip

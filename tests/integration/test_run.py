@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from workbench.loader import load_recipe
-from workbench.report.store import ReportStore
-from workbench.run import run_recipe
-from workbench.spec import Recipe
+from workbench.recipe.loader import load_recipe
+from workbench.recipe.spec import Recipe
+from workbench.report.rundir import ReportStore
+from workbench.sweep.runner import run_recipe
 
 ROOT = Path(__file__).parents[2]
 FAST = [

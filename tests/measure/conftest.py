@@ -14,9 +14,9 @@ import psutil
 import pytest
 from load_support import FEATURES, MODEL, SERVICE_MS
 
-from serving_harness.settings import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingSettings
 from workbench.data.base import Dataset
-from workbench.measure.calibration import write_fixed_service_artifact
+from workbench.measure.load.fixed_service import write_fixed_service_artifact
 from workbench.measure.server import HarnessServer
 
 

@@ -21,14 +21,14 @@ import psutil
 import pytest
 from load_support import FAST, MODEL, SERVICE_MS
 
-from serving_harness.settings import ServingSettings
+from serving_harness.config import ServingSettings
 from workbench.data.base import Dataset
 from workbench.errors import MeasurementError
-from workbench.measure.load import ServedResult, Target, measure_served, run_profile
-from workbench.measure.payloads import dataset_batches, write_payloads
-from workbench.measure.profiles import load_profile
+from workbench.measure.load.engine import ServedResult, Target, measure_served, run_profile
+from workbench.measure.load.payloads import dataset_batches, write_payloads
+from workbench.measure.load.profiles import load_profile
 from workbench.measure.server import HarnessServer
-from workbench.report.store import ReportStore
+from workbench.report.rundir import ReportStore
 
 LATENCY_KEYS = {"p50", "p90", "p95", "p99", "p999", "max", "mean"}
 

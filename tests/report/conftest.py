@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from report_support import GOLDEN_RUN
 
-from workbench.report.store import RunDir
+from workbench.report.rundir import RunDir
 
 ROOT = Path(__file__).parents[2]
 DIGITS = ROOT / "recipes" / "digits-cpu.yaml"
@@ -31,8 +31,8 @@ FAST = [
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     """A finished digits run with a price; finalize wrote report.md and report.html."""
-    from workbench.loader import load_recipe
-    from workbench.run import run_recipe  # torch: only the tests that need a run pay for the import
+    from workbench.recipe.loader import load_recipe
+    from workbench.sweep.runner import run_recipe  # torch: only the tests that need a run pay for the import
 
     return run_recipe(load_recipe(DIGITS, FAST), reports=tmp_path_factory.mktemp("reports"))
 

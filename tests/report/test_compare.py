@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from report_support import run_cli
 
-from workbench.api import compare as api_compare
+from workbench._api import compare as api_compare
+from workbench.decide.compare import compare
 from workbench.errors import UsageError
-from workbench.report.compare import compare
-from workbench.report.store import RESULTS_FILE, RunDir
+from workbench.report.rundir import RESULTS_FILE, RunDir
 
 
 def copy_run(run: RunDir, root: Path, run_id: str) -> RunDir:

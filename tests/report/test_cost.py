@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from report_support import frame, served
 
+from workbench.decide.cost import cost_per_million, cost_table, with_cost
+from workbench.decide.select import Objective, parse_constraints, select
 from workbench.errors import UsageError
-from workbench.report.cost import cost_per_million, cost_table, with_cost
-from workbench.select import Objective, parse_constraints, select
 
 
 def test_cost_per_million_from_price_and_throughput() -> None:

@@ -11,7 +11,7 @@ import pytest
 from report_support import PageCheck, chromium, inspect_page, run_cli
 
 from workbench.report.html import HTML_FILE, write_report_html
-from workbench.report.store import RunDir
+from workbench.report.rundir import RunDir
 
 PLOTS = {"Latency percentiles", "Accuracy vs latency, Pareto front", "In-process throughput by batch size"}
 SERVED_PLOTS = {"Throughput vs p99 latency", "Queue time, compute time and batch sizes"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.report.store import ReportStore
+from workbench.report.rundir import ReportStore
 
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 NAMES = {"quickstart.ipynb", "compare-runs.ipynb", "pareto.ipynb"}

@@ -16,8 +16,8 @@ from workbench.report import schema
 from workbench.report.findings import find_run
 from workbench.report.html import render_html, write_report_html
 from workbench.report.render import render_markdown
+from workbench.report.rundir import RunDir
 from workbench.report.schema import SCHEMA_VERSION, VariantRecord, migrate
-from workbench.report.store import RunDir
 from workbench.report.table import records_to_frame
 
 

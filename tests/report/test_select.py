@@ -6,17 +6,9 @@ import pandas as pd
 import pytest
 from report_support import frame, row, served
 
-from workbench.errors import UsageError
-from workbench.select import (
-    NoFeasibleVariant,
-    Objective,
-    pareto_front,
-    parse_constraints,
-    rank,
-    select,
-    select_best,
-)
-from workbench.spec import Bound, ObjectiveSpec
+from workbench.decide.select import Objective, pareto_front, parse_constraints, rank, select, select_best
+from workbench.errors import NoFeasibleVariant, UsageError
+from workbench.recipe.spec import Bound, ObjectiveSpec
 
 
 def served_run() -> pd.DataFrame:

@@ -6,8 +6,8 @@ import pytest
 from report_support import run_cli
 
 import workbench as wb
-from workbench.report.store import RunDir
-from workbench.select import NoFeasibleVariant
+from workbench.errors import NoFeasibleVariant
+from workbench.report.rundir import RunDir
 
 
 def test_python_select_defaults_to_the_recipes_constraints_and_objective(digits_run: RunDir) -> None:

@@ -15,11 +15,11 @@ import onnx
 import uvicorn
 from onnx import TensorProto, helper
 
-from serving_harness.app import create_app
 from serving_harness.canary import CanarySplit
+from serving_harness.config import ServingSettings
 from serving_harness.model import ModelConfig
+from serving_harness.protocol.rest import create_app
 from serving_harness.server import bind_socket, uvicorn_config
-from serving_harness.settings import ServingSettings
 
 OPSET = [helper.make_opsetid("", 17)]
 BIAS = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from serving_harness.batcher import Batcher, InferOutcome
+from serving_harness.config import BatchingSettings, RuntimeSettings
 from serving_harness.errors import InferenceFailed, QueueFull, RequestTimeout
 from serving_harness.runtimes.base import ModelMetadata
-from serving_harness.settings import BatchingSettings, RuntimeSettings
 
 T = TypeVar("T")
 

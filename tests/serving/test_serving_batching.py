@@ -12,9 +12,9 @@ import pytest
 import serving_support as support
 from serving_support import infer_json, metric_value
 
+from serving_harness.config import BatchingSettings, RuntimeSettings, ServingSettings
 from serving_harness.model import ModelConfig
-from serving_harness.protocol import HEADER_LENGTH, decode_infer_response, encode_infer_request
-from serving_harness.settings import BatchingSettings, RuntimeSettings, ServingSettings
+from serving_harness.protocol.codec import HEADER_LENGTH, decode_infer_response, encode_infer_request
 
 
 @pytest.fixture(scope="module")

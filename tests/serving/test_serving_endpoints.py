@@ -11,9 +11,9 @@ import pytest
 import serving_support as support
 from serving_support import BIAS, infer_json, metric_value
 
+from serving_harness.config import ServingSettings
 from serving_harness.model import ModelConfig
-from serving_harness.protocol import HEADER_LENGTH, decode_infer_response, encode_infer_request
-from serving_harness.settings import ServingSettings
+from serving_harness.protocol.codec import HEADER_LENGTH, decode_infer_response, encode_infer_request
 
 NAMES = ("double", "affine", "int64", "sequence", "text", "fixed")
 

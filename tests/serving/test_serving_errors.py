@@ -13,9 +13,9 @@ import pytest
 import serving_support as support
 from serving_support import infer_json, metric_value
 
+from serving_harness.config import BatchingSettings, LimitsSettings, ServingSettings
 from serving_harness.model import ModelConfig
-from serving_harness.protocol import HEADER_LENGTH, encode_infer_request
-from serving_harness.settings import BatchingSettings, LimitsSettings, ServingSettings
+from serving_harness.protocol.codec import HEADER_LENGTH, encode_infer_request
 
 ONE = np.ones((1, 4), dtype=np.float32)
 

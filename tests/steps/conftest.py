@@ -11,7 +11,7 @@ from workbench.steps import ExportOnnx, ExportOnnxConfig, StepContext
 
 
 def context_for(source: SourceModel, dataset: Dataset) -> StepContext:
-    """What run.py hands to steps: a 2-sample batch and the source's dynamic axes."""
+    """What the runner hands to steps: a 2-sample batch and the source's dynamic axes."""
     return StepContext(
         sample_inputs=dataset.batch(0, 2),
         dynamic_axes=source.dynamic_axes,

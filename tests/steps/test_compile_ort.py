@@ -13,16 +13,16 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.base import RuntimeUnavailable
 from serving_harness.runtimes.onnxruntime import OnnxRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
-from workbench.build import build
 from workbench.data import Dataset
 from workbench.errors import BuildError
 from workbench.models import SourceModel, load_source_model
-from workbench.spec import ModelSpec, StepSpec
+from workbench.recipe.spec import ModelSpec, StepSpec
 from workbench.steps import CompileOrtGraph, CompileOrtGraphConfig, ExportOnnx, ExportOnnxConfig, StepContext
+from workbench.sweep.cache import build
 
 VOCAB, WIDTH, HEADS, LAYERS, SEQ = 50, 32, 4, 2, 12
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from workbench.artifact import Artifact
-from workbench.build import build
 from workbench.data import Dataset
 from workbench.errors import BuildError
 from workbench.models import SourceModel, load_source_model
 from workbench.models.torch_source import load_torch_model
-from workbench.spec import ModelSpec, StepSpec
+from workbench.recipe.spec import ModelSpec, StepSpec
 from workbench.steps import STEPS, ExportOnnx, ExportOnnxConfig, StepContext
+from workbench.sweep.cache import build
 
 
 def _session(artifact: Artifact) -> ort.InferenceSession:

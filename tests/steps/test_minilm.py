@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
 from workbench.data import Dataset
 from workbench.data.metrics import cosine_similarity

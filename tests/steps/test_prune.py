@@ -11,15 +11,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.torch import TORCH_WEIGHTS_FILE, TorchRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
-from workbench.build import build
 from workbench.data import Dataset
 from workbench.errors import BuildError
 from workbench.models import SourceModel
 from workbench.models.torch_source import load_torch_model
-from workbench.spec import StepSpec
+from workbench.recipe.spec import StepSpec
 from workbench.steps import (
     ExportOnnx,
     ExportOnnxConfig,
@@ -30,6 +29,7 @@ from workbench.steps import (
     StepContext,
 )
 from workbench.steps.prune import PRUNED_FACTORY, FineTuneRequest
+from workbench.sweep.cache import build
 
 FINE_TUNE = "workbench.steps.prune:fine_tune_digits"
 

@@ -16,9 +16,9 @@ from workbench.data import Dataset
 from workbench.data.metrics import cosine_similarity, top1_accuracy
 from workbench.errors import BuildError
 from workbench.models import SourceModel, load_source_model
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 from workbench.steps import ExportOnnx, ExportOnnxConfig, QuantizeOrtDynamic, QuantizeOrtDynamicConfig, StepContext
-from workbench.steps.quantize import gemm_to_matmul
+from workbench.steps.quantize.ort import gemm_to_matmul
 
 MLP_INPUT = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
 
@@ -70,7 +70,7 @@ def test_quantized_mlp_is_smaller_integer_and_close(
 
 
 def test_reduce_range_auto_resolves_to_this_cpu() -> None:
-    from workbench.steps.quantize import needs_reduced_range
+    from workbench.steps.quantize.ort import needs_reduced_range
 
     assert QuantizeOrtDynamicConfig().reduce_range is needs_reduced_range()
     assert QuantizeOrtDynamicConfig(reduce_range=False).reduce_range is False

@@ -13,14 +13,14 @@ import pytest
 from pydantic import ValidationError
 
 from workbench.artifact import Artifact
-from workbench.build import build
 from workbench.data import Dataset, arrays_digest
 from workbench.data.metrics import top1_accuracy
 from workbench.errors import BuildError
 from workbench.models import SourceModel
-from workbench.spec import StepSpec
+from workbench.recipe.spec import StepSpec
 from workbench.steps import QuantizeOrtStatic, QuantizeOrtStaticConfig, StepContext
-from workbench.steps.quantize import needs_reduced_range
+from workbench.steps.quantize.ort import needs_reduced_range
+from workbench.sweep.cache import build
 
 
 def _accuracy(path: Path, dataset: Dataset) -> float:
@@ -35,7 +35,7 @@ def _ops(artifact: Artifact) -> Counter[str]:
 
 @pytest.fixture(scope="module")
 def calibrated(digits_context: StepContext, digits_dataset: Dataset) -> StepContext:
-    """What run.py hands to steps: held-out batches of the recipe's data (here four of 64 training digits)."""
+    """What the runner hands to steps: held-out batches of the recipe's data (here four of 64 training digits)."""
     assert digits_dataset.calibration is not None
     held_out = tuple(Dataset(digits_dataset.calibration).batches(64))[:4]
     return replace(digits_context, calibration_inputs=held_out, calibration_digest=arrays_digest(held_out))

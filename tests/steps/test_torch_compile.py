@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
-from workbench.build import build, validate_step
 from workbench.errors import BuildError, MissingDependencyError, RecipeError
 from workbench.models import SourceModel, load_source_model
-from workbench.spec import ModelSpec, StepSpec
+from workbench.recipe.spec import ModelSpec, StepSpec
 from workbench.steps import (
     CompileTensorRT,
     CompileTensorRTConfig,
@@ -26,6 +25,7 @@ from workbench.steps import (
     ExportTorchScriptConfig,
     StepContext,
 )
+from workbench.sweep.cache import build, validate_step
 
 MLP_INPUT = np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)
 

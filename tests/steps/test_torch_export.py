@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
-from workbench.build import build
 from workbench.data import Dataset
 from workbench.errors import BuildError
 from workbench.models import SourceModel
 from workbench.models.torch_source import load_torch_model
-from workbench.spec import StepSpec
+from workbench.recipe.spec import StepSpec
 from workbench.steps import (
     STEPS,
     ExportTorchExport,
@@ -27,6 +26,7 @@ from workbench.steps import (
     ExportTorchScriptConfig,
     StepContext,
 )
+from workbench.sweep.cache import build
 
 
 class BatchFrozen(torch.nn.Module):
@@ -115,7 +115,7 @@ def test_served_outputs_match_eager_at_any_batch(
 def test_a_trace_that_does_not_generalise_fails_the_build(tmp_path: Path) -> None:
     """A model whose shape logic the tracer freezes (a Python int from the batch) must not pass silently."""
     from workbench.models import load_source_model
-    from workbench.spec import ModelSpec
+    from workbench.recipe.spec import ModelSpec
 
     spec = ModelSpec.model_validate(
         {

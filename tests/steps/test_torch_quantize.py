@@ -12,17 +12,16 @@ import onnx
 import pytest
 import torch
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.onnxruntime import OnnxRuntime
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.artifact import Artifact
-from workbench.build import build, validate_step
 from workbench.data import Dataset
 from workbench.data.metrics import cosine_similarity, top1_accuracy
 from workbench.errors import BuildError, MissingDependencyError, RecipeError
-from workbench.measure.system import cpu_flags
+from workbench.host import cpu_flags
 from workbench.models import SourceModel, load_source_model
-from workbench.spec import ModelSpec, StepSpec
+from workbench.recipe.spec import ModelSpec, StepSpec
 from workbench.steps import (
     QuantizeFp16,
     QuantizeFp16Config,
@@ -30,7 +29,8 @@ from workbench.steps import (
     QuantizeTorchDynamicConfig,
     StepContext,
 )
-from workbench.steps.torch_quantize import NATIVE_ISA, require_native_isa
+from workbench.steps.quantize.torch import NATIVE_ISA, require_native_isa
+from workbench.sweep.cache import build, validate_step
 
 MLP_INPUT = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
 HAS_NATIVE_HALF = bool(cpu_flags() & {*NATIVE_ISA["x86"]["float16"], *NATIVE_ISA["arm"]["float16"]})

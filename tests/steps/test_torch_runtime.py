@@ -10,17 +10,17 @@ import httpx
 import numpy as np
 import pytest
 
+from serving_harness.config import RuntimeSettings, ServingSettings
 from serving_harness.model import ModelConfig
 from serving_harness.model_dir import runtime_for
-from serving_harness.protocol import decode_infer_response, encode_infer_request
+from serving_harness.protocol.codec import decode_infer_response, encode_infer_request
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings, ServingSettings
 from workbench.artifact import DEFAULT_RUNTIME, Artifact
-from workbench.build import build
 from workbench.data import Dataset
 from workbench.models import SourceModel
-from workbench.spec import StepSpec
+from workbench.recipe.spec import StepSpec
 from workbench.steps import StepContext
+from workbench.sweep.cache import build
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))  # serving_support: the real server fixture
 from serving_support import running_server

@@ -10,7 +10,7 @@ import pytest
 from workbench.data import Dataset, load_dataset
 from workbench.data.metrics import compare_outputs, resolve_metric
 from workbench.errors import MeasurementError, UsageError
-from workbench.spec import DataSpec, ModelSpec
+from workbench.recipe.spec import DataSpec, ModelSpec
 
 DIGITS = ModelSpec(source="example", name="digits")
 TORCH_MODEL = ModelSpec(source="torch", factory="torch.nn:Linear")
@@ -166,7 +166,7 @@ def test_minilm_fill_packs_sentences_into_full_rows(tmp_path: Path) -> None:
 
 
 def test_the_run_calibrates_on_held_out_samples_and_warns_without_them(caplog: pytest.LogCaptureFixture) -> None:
-    from workbench.run import _calibration_batches
+    from workbench.sweep.runner import _calibration_batches
 
     dataset = Dataset({"x": np.arange(10).reshape(10, 1)})
 

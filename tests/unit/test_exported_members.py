@@ -8,6 +8,7 @@ def test_public_api_is_pinned() -> None:
         "BuildError",
         "MeasurementError",
         "MissingDependencyError",
+        "NoFeasibleVariant",
         "NotFoundError",
         "RecipeError",
         "UsageError",
@@ -24,10 +25,11 @@ def test_public_api_is_pinned() -> None:
         assert getattr(workbench, name) is not None
 
 
-def test_select_is_not_shadowed_by_its_module() -> None:
-    import workbench.select  # the module of the same name, imported after the package
+def test_no_module_shadows_an_api_function() -> None:
+    import workbench.decide.select
+    import workbench.sweep.runner
 
-    assert callable(workbench.select) and callable(workbench.compare)
+    assert callable(workbench.select) and callable(workbench.run) and callable(workbench.compare)
 
 
 def test_serving_harness_never_imports_workbench() -> None:

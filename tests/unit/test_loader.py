@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import RecipeError
-from workbench.loader import load_recipe, recipe_json_schema, spec_hash
-from workbench.measure.profiles import load_profile
-from workbench.sweep import expand
+from workbench.measure.load.profiles import load_profile
+from workbench.recipe.loader import load_recipe, recipe_json_schema, spec_hash
+from workbench.sweep.space import expand
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").rglob("*.yaml"))
 MINIMAL = """

@@ -13,14 +13,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from serving_harness.config import RuntimeSettings
 from serving_harness.runtimes.torch import TorchRuntime
-from serving_harness.settings import RuntimeSettings
 from workbench.data import Dataset
 from workbench.data.metrics import top1_accuracy
 from workbench.errors import MissingDependencyError, UsageError
 from workbench.models import SourceModel, load_source_model
 from workbench.models.examples.digits import MIN_TEST_ACCURACY
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 DIGITS = ModelSpec(source="example", name="digits")
 

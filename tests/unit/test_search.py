@@ -8,11 +8,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from workbench.loader import load_recipe
+from workbench.recipe.loader import load_recipe
+from workbench.recipe.spec import Recipe
 from workbench.report.schema import Measurement, Quality, VariantRecord
-from workbench.search import OptunaSearch, Search, make_search
-from workbench.spec import Recipe
-from workbench.sweep import Variant, expand
+from workbench.sweep.space import Variant, expand
+from workbench.sweep.strategies import OptunaSearch, Search, make_search
 
 RECIPE = """
 name: space
@@ -132,8 +132,8 @@ def test_multi_objective_directions_follow_the_metrics(tmp_path: Path, objective
 
 
 def test_a_cosine_constraint_reads_the_quality_column_of_its_name(tmp_path: Path) -> None:
+    from workbench.decide.select import select_best
     from workbench.report.table import records_to_frame
-    from workbench.select import select_best
 
     spec = recipe(tmp_path, "constraints={cosine: {min: 0.98}}")
     variants = expand(spec)

@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workbench.decide.select import select_best, violations
 from workbench.errors import UsageError
-from workbench.measure.stats import bootstrap_ci, coefficient_of_variation, latency_summary_ms
-from workbench.select import higher_is_better, select_best, violations
-from workbench.spec import Bound, ObjectiveSpec
+from workbench.metrics import higher_is_better
+from workbench.recipe.spec import Bound, ObjectiveSpec
+from workbench.stats import bootstrap_ci, coefficient_of_variation, latency_summary_ms
 
 
 def test_latency_summary_is_in_ms_at_us_precision() -> None:

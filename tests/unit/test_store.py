@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import NotFoundError
+from workbench.report.rundir import ReportStore, atomic_write
 from workbench.report.schema import RunEnvelope, VariantRecord
-from workbench.report.store import ReportStore, atomic_write
 
 
 def envelope(run_id: str, spec_hash: str = "abc", status: str = "running") -> RunEnvelope:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import RecipeError
-from workbench.loader import load_recipe
-from workbench.sweep import expand
+from workbench.recipe.loader import load_recipe
+from workbench.sweep.space import expand
 
 RECIPE = """
 name: grid

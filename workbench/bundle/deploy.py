@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
+from serving_harness.config import ServingSettings
 from serving_harness.metrics import LATENCY_BUCKETS_S
-from serving_harness.settings import ServingSettings
 from workbench.errors import UsageError
 
 __all__ = ["DeployOptions", "render_deployment"]

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from serving_harness.config import ServingSettings
 from serving_harness.drift import DriftBaseline, build_baseline
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
 from serving_harness.runtimes.base import ModelMetadata, Runtime
-from serving_harness.settings import ServingSettings
 from workbench.data.base import Arrays, Dataset
 from workbench.errors import MissingDependencyError, UsageError
-from workbench.evaluate import run_dataset
+from workbench.sweep.quality import run_dataset
 
 __all__ = ["GOLDEN_ROWS", "Golden", "golden_set", "load_runtime", "tolerances"]
 

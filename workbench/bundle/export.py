@@ -25,7 +25,7 @@ from typing import Any
 
 import serving_harness
 from serving_harness.bundle import BundleManifest, FallbackSpec, GoldenSpec, file_sha256
-from serving_harness.settings import ServingSettings
+from serving_harness.config import ServingSettings
 from workbench.artifact import hash_path
 from workbench.bundle.deploy import DeployOptions, render_deployment
 from workbench.bundle.evidence import drift_baseline, golden_set, load_runtime, save_npz, tolerances
@@ -35,9 +35,9 @@ from workbench.bundle.slo import DEFAULT_ERROR_RATE_MAX, derive_slo
 from workbench.data import load_dataset
 from workbench.data.base import Dataset
 from workbench.errors import NotFoundError, UsageError
+from workbench.recipe.spec import Recipe
+from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import RunEnvelope, VariantRecord
-from workbench.report.store import ReportStore, RunDir
-from workbench.spec import Recipe
 
 __all__ = ["ExportedBundle", "export_bundle"]
 

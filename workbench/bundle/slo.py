@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from workbench.errors import UsageError
+from workbench.recipe.spec import Bound
 from workbench.report.schema import Measurement, VariantRecord
-from workbench.spec import Bound
 
 __all__ = ["DEFAULT_ERROR_RATE_MAX", "derive_slo"]
 

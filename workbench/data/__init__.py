@@ -15,7 +15,7 @@ from workbench.data import examples, files  # noqa: F401
 from workbench.data.base import DATASET_SOURCES, METRICS, Arrays, Dataset, Metric, arrays_digest
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 from workbench.paths import cache_dir
-from workbench.spec import DataSpec, ModelSpec
+from workbench.recipe.spec import DataSpec, ModelSpec
 
 __all__ = ["DATASET_SOURCES", "METRICS", "Arrays", "Dataset", "Metric", "arrays_digest", "load_dataset"]
 

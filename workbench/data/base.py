@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.recipe.spec import DataSpec
 from workbench.registry import Registry
-from workbench.spec import DataSpec
 
 Arrays = dict[str, np.ndarray]
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from workbench.data.base import DATASET_SOURCES, Dataset
 from workbench.errors import UsageError
-from workbench.spec import DataSpec
+from workbench.recipe.spec import DataSpec
 
 CORPUS_MODULES = (
     "argparse", "asyncio", "base64", "calendar", "collections", "contextlib", "csv", "datetime",

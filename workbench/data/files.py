@@ -11,7 +11,7 @@ import numpy as np
 from serving_harness.runtimes.torch import import_callable
 from workbench.data.base import DATASET_SOURCES, Arrays, Dataset
 from workbench.errors import UsageError
-from workbench.spec import DataSpec
+from workbench.recipe.spec import DataSpec
 
 LABELS_KEY = "labels"
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from serving_harness.runtimes.base import Runtime
 from workbench.data.base import Arrays, Dataset
-from workbench.measure.stats import bootstrap_ci, coefficient_of_variation, latency_summary_ms
-from workbench.spec import MeasureSpec
+from workbench.recipe.spec import MeasureSpec
+from workbench.stats import bootstrap_ci, coefficient_of_variation, latency_summary_ms
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from types import TracebackType
 
 import httpx
 
-from serving_harness.settings import ServingSettings
+from serving_harness.config import ServingSettings
 from workbench.errors import MeasurementError
 
 __all__ = ["HarnessServer", "log_tail"]

@@ -15,7 +15,7 @@ from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 from workbench.models import examples, onnx_source, torch_source  # noqa: F401
 from workbench.models.base import MODEL_SOURCES, SourceModel
 from workbench.paths import cache_dir
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 __all__ = ["MODEL_SOURCES", "SourceModel", "load_source_model"]
 

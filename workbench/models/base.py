@@ -8,8 +8,8 @@ from pathlib import Path
 
 from serving_harness.runtimes.base import TensorSpec
 from workbench.artifact import Artifact
+from workbench.recipe.spec import ModelSpec
 from workbench.registry import Registry
-from workbench.spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from serving_harness.runtimes.base import NUMPY_TO_OIP, TensorSpec
 from workbench.artifact import Artifact, hash_path
 from workbench.errors import UsageError
 from workbench.models.base import MODEL_SOURCES, SourceModel
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 
 def onnx_schema(

@@ -26,7 +26,7 @@ from serving_harness.runtimes.torch import TORCH_MODEL_FILE, TORCH_WEIGHTS_FILE,
 from workbench.artifact import Artifact, hash_path
 from workbench.errors import UsageError
 from workbench.models.base import MODEL_SOURCES, SourceModel
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

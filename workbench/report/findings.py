@@ -17,21 +17,14 @@ import orjson
 import pandas as pd
 from pydantic import ValidationError
 
-from workbench.report.cost import cost_table
+from workbench.decide.cost import cost_table
+from workbench.decide.select import Objective, Selection, measured_rows, pareto_front, rank, select
+from workbench.errors import NoFeasibleVariant
+from workbench.metrics import column_name
+from workbench.recipe.spec import Bound, ObjectiveSpec
+from workbench.report.rundir import RESULTS_FILE, RunDir
 from workbench.report.schema import RunEnvelope
-from workbench.report.store import RESULTS_FILE, RunDir
 from workbench.report.table import LATENCY_KEYS, RESOURCE_KEYS, SERVER_KEYS, records_to_frame
-from workbench.select import (
-    NoFeasibleVariant,
-    Objective,
-    Selection,
-    column_name,
-    measured_rows,
-    pareto_front,
-    rank,
-    select,
-)
-from workbench.spec import Bound, ObjectiveSpec
 
 __all__ = ["FLAG_MEANINGS", "Findings", "ReportInputs", "find", "find_run", "load_details", "report_inputs"]
 

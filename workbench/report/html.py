@@ -42,8 +42,8 @@ from workbench.report.render import (
     summary_rows,
     verdict,
 )
+from workbench.report.rundir import RunDir, atomic_write
 from workbench.report.schema import RunEnvelope, VariantRecord
-from workbench.report.store import RunDir, atomic_write
 
 __all__ = ["HTML_FILE", "render_html", "write_report_html"]
 

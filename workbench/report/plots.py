@@ -22,8 +22,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from workbench.metrics import UNTRUSTED_FLAGS
 from workbench.report.findings import LATENCY_LADDER, Findings
-from workbench.select import UNTRUSTED_FLAGS
 
 __all__ = ["Plot", "run_plots"]
 

@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from workbench.decide.select import bound_text
 from workbench.report.findings import FLAG_MEANINGS, Findings, find
 from workbench.report.schema import RunEnvelope, VariantRecord
-from workbench.select import bound_text
 
 Rows = list[dict[str, str]]
 

@@ -6,23 +6,23 @@ Each step takes an artifact and returns a new one at a new path (see ``workbench
 from __future__ import annotations
 
 from workbench.steps.base import STEPS, Step, StepConfig, StepContext
-from workbench.steps.compile import CompileOrtGraph, CompileOrtGraphConfig
-from workbench.steps.compile_torch import CompileTensorRT, CompileTensorRTConfig, CompileTorch, CompileTorchConfig
-from workbench.steps.export import ExportOnnx, ExportOnnxConfig
-from workbench.steps.prune import PruneMagnitude, PruneMagnitudeConfig, PruneStructured, PruneStructuredConfig
-from workbench.steps.quantize import (
-    QuantizeOrtDynamic,
-    QuantizeOrtDynamicConfig,
-    QuantizeOrtStatic,
-    QuantizeOrtStaticConfig,
-)
-from workbench.steps.torch_export import (
+from workbench.steps.compile.ort import CompileOrtGraph, CompileOrtGraphConfig
+from workbench.steps.compile.torch import CompileTensorRT, CompileTensorRTConfig, CompileTorch, CompileTorchConfig
+from workbench.steps.export.onnx import ExportOnnx, ExportOnnxConfig
+from workbench.steps.export.torch import (
     ExportTorchExport,
     ExportTorchExportConfig,
     ExportTorchScript,
     ExportTorchScriptConfig,
 )
-from workbench.steps.torch_quantize import (
+from workbench.steps.prune import PruneMagnitude, PruneMagnitudeConfig, PruneStructured, PruneStructuredConfig
+from workbench.steps.quantize.ort import (
+    QuantizeOrtDynamic,
+    QuantizeOrtDynamicConfig,
+    QuantizeOrtStatic,
+    QuantizeOrtStaticConfig,
+)
+from workbench.steps.quantize.torch import (
     QuantizeFp16,
     QuantizeFp16Config,
     QuantizeTorchDynamic,

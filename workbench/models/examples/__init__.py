@@ -8,7 +8,7 @@ from workbench.errors import UsageError
 from workbench.models.base import MODEL_SOURCES, ModelSource, SourceModel
 from workbench.models.examples.digits import digits_source
 from workbench.models.examples.minilm import minilm_source
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 EXAMPLES: dict[str, ModelSource] = {"digits": digits_source, "minilm": minilm_source}
 

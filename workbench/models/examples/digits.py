@@ -24,7 +24,7 @@ from serving_harness.runtimes.torch import TORCH_MODEL_FILE
 from workbench.errors import BuildError
 from workbench.models.base import SourceModel
 from workbench.models.torch_source import torch_source_model, write_torch_artifact
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

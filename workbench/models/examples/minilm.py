@@ -22,7 +22,7 @@ from workbench.artifact import hash_path
 from workbench.errors import MissingDependencyError
 from workbench.models.base import SourceModel
 from workbench.models.torch_source import torch_source_model, write_torch_artifact
-from workbench.spec import ModelSpec
+from workbench.recipe.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,377 @@
+"""The Starlette app: Open Inference Protocol v2 routes over HTTP/REST, and ``/metrics``.
+
+Routes (``{v}``: the model's version; every ``/v2/models/{m}/...`` route also exists under
+``/v2/models/{m}/versions/{v}/...``)::
+
+    GET  /v2                          server metadata            bearer token when auth is on
+    GET  /v2/health/live              {"live": true}             open
+    GET  /v2/health/ready             {"ready": bool}, 200/503   open
+    GET  /v2/models/{m}               model metadata             bearer token when auth is on
+    GET  /v2/models/{m}/ready         {"name", "ready"}, 200/503 open (a probe, like health)
+    POST /v2/models/{m}/infer         inference                  bearer token when auth is on
+    GET  /metrics                     Prometheus text            open
+
+Choices: not ready is 503 (Kubernetes probes and OIP clients only test for 200); a request with no
+result within ``limits.request_timeout_s`` is 504 (503 stays "try again later": queue full, not
+ready); the timeout covers the wait for a batch and the run, not the body upload. A model that fails to
+load leaves the server live but not ready; its metadata says ``"state": "UNAVAILABLE"`` and why.
+
+Bundles add: a model's fallback (see ``fallback``; the model counts as ready once loaded, or once it
+failed to load and its fallback is ready), drift monitoring of answered requests, and a canary
+(``canary``): two versions of one name, a request without a version in its path goes to one of them
+by the split, and ``/v2/canary`` reads or sets the weight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Sequence
+from time import perf_counter
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from serving_harness import __version__
+from serving_harness.canary import CanarySplit, canary_routes
+from serving_harness.config import ServingSettings
+from serving_harness.errors import (
+    InferenceFailed,
+    InvalidRequest,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    RateLimited,
+    ServingError,
+    Unauthorized,
+)
+from serving_harness.metrics import CONTENT_TYPE, UNKNOWN_MODEL, Metrics
+from serving_harness.model import ModelConfig, ServedModel
+from serving_harness.protocol.codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from serving_harness.rate_limit import RateLimiter
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+SERVER_NAME = "serving_harness"
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_repository_versions")
+JSON = "application/json"
+_JSON_TYPE = (b"content-type", b"application/json")
+_HEADER_LENGTH = HEADER_LENGTH.lower().encode()
+
+
+def create_app(
+    models: Sequence[ModelConfig],
+    settings: ServingSettings,
+    *,
+    canary: CanarySplit | None = None,
+    version_label: bool = False,
+) -> Starlette:
+    """An OIP v2 app serving ``models``; they load in the background once the app starts.
+
+    Two configs may share a name only as the two versions of ``canary``. ``version_label`` adds a
+    ``version`` label to every metric (always on with a canary).
+
+    Example::
+
+        app = create_app([ModelConfig(name="digits", path=Path("model.onnx"))], ServingSettings())
+    """
+    _check_names(models, canary)
+    harness = _Harness(models, settings, canary=canary, version_label=version_label)
+    return Starlette(routes=harness.routes(), lifespan=harness.lifespan)
+
+
+def _check_names(models: Sequence[ModelConfig], canary: CanarySplit | None) -> None:
+    keys = [(m.name, m.version) for m in models]
+    names = [m.name for m in models]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"model names must be unique, got {names}")
+    shared = {name for name in names if names.count(name) > 1}
+    allowed = {canary.model} if canary is not None else set()
+    if shared - allowed:
+        raise ValueError(f"model names must be unique, got {names}")
+    if canary is not None:
+        missing = {canary.stable, canary.candidate} - {v for n, v in keys if n == canary.model}
+        if missing:
+            raise ValueError(f"the canary of {canary.model!r} names version(s) {sorted(missing)} that are not served")
+
+
+class _Harness:
+    """The server's state and its route handlers."""
+
+    def __init__(
+        self,
+        models: Sequence[ModelConfig],
+        settings: ServingSettings,
+        *,
+        canary: CanarySplit | None = None,
+        version_label: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics(version_label=version_label or canary is not None)
+        self.canary = canary
+        self.versions = {(m.name, m.version): self._served(m) for m in models}  # every served version
+        self.models: dict[str, ServedModel] = {}  # name -> the version a request without one gets by default
+        for (name, _), model in self.versions.items():
+            self.models.setdefault(name, model)
+        if canary is not None:
+            self.models[canary.model] = self.versions[(canary.model, canary.stable)]
+            self.metrics.registry.register(canary.collector())
+        self.limiter = RateLimiter(settings.rate_limit_rps) if settings.rate_limit_rps else None
+        self.token = settings.auth_token.encode() if settings.auth_token else None
+
+    def _served(self, config: ModelConfig) -> ServedModel:
+        model = ServedModel(config, self.settings, self.metrics.for_model(config.name, config.version))
+        if config.fallback is not None:
+            model.fallback = self._served(config.fallback)
+        return model
+
+    def pick(self, params: dict[str, Any], headers: dict[bytes, bytes]) -> ServedModel | None:
+        """The version a request goes to: the one in its path, the canary's choice, or the only one."""
+        name = params["model"]
+        version = params.get("version")
+        if version is not None:
+            return self.versions.get((name, version))
+        if self.canary is not None and name == self.canary.model:
+            return self.versions[(name, self.canary.choose(headers))]
+        return self.models.get(name)
+
+    def routes(self) -> list[Route]:
+        routes = [
+            Route("/v2/models/{model}/infer", _InferEndpoint(self), methods=["POST"]),  # first: the hot path
+            Route("/v2", self.server_metadata),
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.ready),
+            Route("/metrics", self.prometheus),
+        ]
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += [Route(prefix, self.model_metadata), Route(prefix + "/ready", self.model_ready)]
+        routes.append(Route("/v2/models/{model}/versions/{version}/infer", _InferEndpoint(self), methods=["POST"]))
+        if self.canary is not None:
+            routes += canary_routes(self.canary, self._authorize, has_token=self.token is not None)
+        return routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        loading = asyncio.create_task(self._load_all())
+        try:
+            yield
+        finally:
+            # uvicorn has already waited for in-flight requests; finish what the batchers still hold.
+            loading.cancel()
+            timeout_s = self.settings.limits.request_timeout_s
+            await asyncio.gather(*(m.close(timeout_s) for m in self.versions.values()))
+            logger.info("models closed")
+
+    async def _load_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        for model in self.versions.values():
+            await loop.run_in_executor(None, model.load)
+        logger.info("server ready" if self.is_ready() else "server live, not ready")
+
+    def is_ready(self) -> bool:
+        return all(m.serving for m in self.versions.values())
+
+    # ------------------------------------------------------------------------------------ health
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.is_ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            model = self._model(request.path_params)
+        except ServingError as exc:
+            return _error(exc)
+        ready = model.serving
+        return _json({"name": model.config.name, "ready": ready}, 200 if ready else 503)
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    # ---------------------------------------------------------------------------------- metadata
+
+    async def server_metadata(self, request: Request) -> Response:
+        try:
+            self._authorize(request.headers.get("authorization", ""))
+        except ServingError as exc:
+            return _error(exc)
+        return _json({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            self._authorize(request.headers.get("authorization", ""))
+            model = self._model(request.path_params)
+        except ServingError as exc:
+            return _error(exc)
+        doc = _describe(model)
+        doc["versions"] = [v for n, v in self.versions if n == model.config.name]
+        return _json(doc)
+
+    # ---------------------------------------------------------------------------------- admission
+
+    def _model(self, params: dict[str, Any]) -> ServedModel:
+        name = params["model"]
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"unknown model {name!r}; this server has {', '.join(map(repr, self.models))}")
+        version = params.get("version")
+        if version is not None and (name, version) not in self.versions:
+            known = ", ".join(repr(v) for n, v in self.versions if n == name)
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; it has {known}")
+        return self.versions[(name, version)] if version is not None else model
+
+    def _authorize(self, authorization: str) -> None:
+        if self.token is None:
+            return
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+            raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
+
+    def _rate_limit(self, authorization: str, client: str) -> None:
+        if self.limiter is None:
+            return
+        wait_s = self.limiter.wait_s(authorization or client)
+        if wait_s > 0:
+            raise RateLimited(
+                f"rate limit of {self.limiter.rate_per_s:g} requests/s exceeded",
+                retry_after_s=self.limiter.retry_after_s(wait_s),
+            )
+
+
+class _InferEndpoint:
+    """POST .../infer as a plain ASGI app: the hot path skips Starlette's Request and Response objects."""
+
+    def __init__(self, harness: _Harness) -> None:
+        self.harness = harness
+        self.settings = harness.settings
+        self.guarded = harness.token is not None or harness.limiter is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started_s = perf_counter()
+        request_headers = dict(scope["headers"])
+        model = self.harness.pick(scope["path_params"], request_headers)
+        metrics = model.metrics if model is not None else self.harness.metrics.for_model(UNKNOWN_MODEL)
+        metrics.request_started()
+        try:
+            status, headers, payload = await self._infer(scope, receive, request_headers, model)
+        except ServingError as exc:
+            status, headers, payload = _error_parts(exc)
+        except Exception as exc:  # a bug: answer in OIP form and keep the trace in the log
+            logger.exception("unexpected error while serving a request")
+            status, headers, payload = _error_parts(InferenceFailed(f"internal error: {type(exc).__name__}"))
+        headers.append((b"content-length", b"%d" % len(payload)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        metrics.request_done(status, perf_counter() - started_s)
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, request_headers: dict[bytes, bytes], picked: ServedModel | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if self.guarded:
+            self._admit(scope, request_headers)
+        model = picked or self.harness._model(scope["path_params"])  # the lookup raises the 404
+        schema = model.active_schema
+        if schema is None:
+            raise ModelNotReady(f"model {model.config.name!r} is not ready: {model.reason or 'loading'}")
+        limits = self.settings.limits
+        body = await _receive_body(receive, request_headers.get(b"content-length"), limits.max_body_bytes)
+        decoded = decode_infer_request(body, _header_length(request_headers), schema)
+        outcome = await model.infer(decoded.inputs, decoded.rows)  # times out itself (RequestTimeout)
+        model.metrics.timing(outcome.queue_s, outcome.compute_s)
+        if model.drift is not None:
+            model.drift.observe(decoded.inputs, outcome.outputs, decoded.rows)
+        payload, header_length = encode_infer_response(
+            model_name=model.config.name,
+            model_version=model.config.version,
+            request=decoded,
+            outputs=outcome.outputs,
+            schema=schema,
+        )
+        timing = b"queue;dur=%.3f, compute;dur=%.3f" % (outcome.queue_s * 1e3, outcome.compute_s * 1e3)
+        if header_length is None:
+            return 200, [_JSON_TYPE, (b"server-timing", timing)], payload
+        binary = [(b"content-type", b"application/octet-stream"), (_HEADER_LENGTH, b"%d" % header_length)]
+        return 200, [*binary, (b"server-timing", timing)], payload
+
+    def _admit(self, scope: Scope, request_headers: dict[bytes, bytes]) -> None:
+        """Bearer token first (401), then the rate limit per token, or per client address without auth (429)."""
+        authorization = request_headers.get(b"authorization", b"").decode("latin-1")
+        self.harness._authorize(authorization)
+        client = scope.get("client")
+        self.harness._rate_limit(authorization, client[0] if client else "")
+
+
+def _describe(model: ServedModel) -> dict[str, Any]:
+    """OIP model metadata, plus ``state`` (and ``reason`` when it failed to load)."""
+    config = model.config
+    doc: dict[str, Any] = {
+        "name": config.name,
+        "versions": [config.version],
+        "platform": "",
+        "inputs": [],
+        "outputs": [],
+    }
+    schema = model.active_schema
+    if schema is not None:
+        metadata = schema.metadata
+        doc["platform"] = metadata.platform
+        doc["inputs"] = [t.model_dump() for t in metadata.inputs]
+        doc["outputs"] = [t.model_dump() for t in metadata.outputs]
+    doc["state"] = model.state.value
+    if model.reason is not None:
+        doc["reason"] = model.reason
+    return doc
+
+
+async def _receive_body(receive: Receive, declared: bytes | None, limit_bytes: int) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise PayloadTooLarge(f"the body is {declared.decode()} bytes; the limit is {limit_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        size += len(chunk)
+        if size > limit_bytes:
+            raise PayloadTooLarge(f"the body is over the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header_length(headers: dict[bytes, bytes]) -> int | None:
+    value = headers.get(_HEADER_LENGTH)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(f"{HEADER_LENGTH} must be an integer, got {value.decode('latin-1')!r}") from None
+
+
+def _json(doc: dict[str, Any], status_code: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status_code, media_type=JSON)
+
+
+def _error(exc: ServingError) -> Response:
+    status, _, payload = _error_parts(exc)
+    return Response(payload, status_code=status, headers=exc.headers(), media_type=JSON)
+
+
+def _error_parts(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    if exc.status_code == 500:  # the others are the client's or the load's doing: counted, not logged
+        logger.warning("request failed", extra={"status": exc.status_code, "error": exc.message})
+    headers = [_JSON_TYPE, *((k.lower().encode(), v.encode()) for k, v in exc.headers().items())]
+    return exc.status_code, headers, orjson.dumps({"error": exc.message})

@@ -1,0 +1,297 @@
+"""The CI regression gate: is the candidate within budget of the baseline, told apart from noise?
+
+A rule names a figure and how much worse it may get, in pytest-benchmark's compare-fail syntax::
+
+    latency_ms.p99:+10%     p99 latency may rise by at most 10%
+    throughput_rps:-5%      throughput may drop by at most 5%
+    accuracy:-0.005         accuracy may drop by at most 0.005 (absolute: no %)
+    mean:5%                 pytest-benchmark's field; without a sign the figure's own bad direction
+
+Every rule is checked on every case (a variant at a load step, or one benchmark) that both sides
+measured. A check is a regression only when the change is beyond the threshold **and** significant
+(``workbench.stats``); too few trials or a spread wider than the threshold is inconclusive, which
+``inconclusive="fail"`` turns into a failure. Exit code: 0 within budget, 1 regression.
+
+Example::
+
+    result = gate(load_source("reports/digits-cpu/baseline", reports=Path("reports")),
+                  load_source("latest", reports=Path("reports")),
+                  [parse_rule("latency_ms.p99:+10%")])
+    sys.exit(result.exit_code)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import numpy as np
+
+from workbench.errors import UsageError
+from workbench.gate.sources import PYTEST_BENCHMARK_FIELDS, Figure, Source
+from workbench.host import environment_differences
+from workbench.metrics import HIGHER_IS_BETTER, column_name
+from workbench.stats import (
+    Comparison,
+    Method,
+    Statistic,
+    Summary,
+    Threshold,
+    Verdict,
+    compare_exact,
+    compare_paired,
+    compare_summaries,
+    compare_unpaired,
+    decide,
+)
+
+__all__ = ["Check", "GateOptions", "GateResult", "Rule", "gate", "gate_options", "parse_rule"]
+
+InconclusivePolicy = Literal["pass", "fail"]
+_RULE = re.compile(r"^(?P<metric>[A-Za-z][\w.]*):(?P<sign>[+-])?(?P<amount>\d+(?:\.\d*)?|\.\d+)(?P<percent>%)?$")
+# Besides the report's own table (select.HIGHER_IS_BETTER): pytest-benchmark's fields.
+_HIGHER_IS_BETTER = {**HIGHER_IS_BETTER, **{name: name == "ops" for name in PYTEST_BENCHMARK_FIELDS}}
+_CHOICES = {
+    "--inconclusive": ("pass", "fail"),
+    "--method": ("both", "bootstrap", "mann-whitney"),
+    "--statistic": ("median", "mean"),
+}
+_EMPTY_HINT = {
+    True: " (a round had too few requests for it)",
+    False: " (a run from before they were stored, or pytest-benchmark without --benchmark-save-data)",
+}
+_MACHINE_KEYS = (("cpu", ("cpu", "brand_raw")), ("python", ("python_version",)), ("machine", ("machine",)))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``latency_ms.p99:+10%``: a figure, which way is worse, and by how much it may get worse."""
+
+    text: str
+    metric: str  # the column name: latency_ms_p99
+    higher_is_worse: bool
+    threshold: Threshold
+
+
+def parse_rule(text: str) -> Rule:
+    """Parse ``METRIC:[+|-]AMOUNT[%]``; a sign that contradicts the metric's direction is an error."""
+    match = _RULE.match(text.strip())
+    if match is None:
+        raise UsageError(f"--fail {text!r}: expected METRIC:[+|-]AMOUNT[%], e.g. latency_ms.p99:+10% or mean:5%")
+    metric, sign = column_name(match["metric"]), match["sign"]
+    known = _HIGHER_IS_BETTER.get(metric)
+    if known is None and sign is None:
+        raise UsageError(f"--fail {text!r}: say which way is worse for {metric!r}: {metric}:+X% or {metric}:-X%")
+    higher_is_worse = (sign == "+") if known is None else not known
+    if sign is not None and (sign == "+") != higher_is_worse:
+        word = "drop" if higher_is_worse else "rise"
+        raise UsageError(f"--fail {text!r}: {metric} gets worse as it {'rises' if higher_is_worse else 'drops'}; "
+                         f"a {word} is an improvement (write {metric}:{'+' if higher_is_worse else '-'}{match['amount']}"
+                         f"{match['percent'] or ''})")  # fmt: skip
+    amount = float(match["amount"]) / (100 if match["percent"] else 1)
+    if amount <= 0:
+        raise UsageError(f"--fail {text!r}: the allowed change must be above 0")
+    return Rule(text=text.strip(), metric=metric, higher_is_worse=higher_is_worse,
+                threshold=Threshold(amount=amount, relative=bool(match["percent"])))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """How checks are decided. ``cases``: fnmatch patterns of the cases to gate (default: all)."""
+
+    method: Method = "both"
+    statistic: Statistic = "median"
+    min_trials: int = 5
+    inconclusive: InconclusivePolicy = "pass"
+    cases: tuple[str, ...] = ()
+
+
+def gate_options(
+    inconclusive: str, method: str, statistic: str, min_trials: int, cases: Sequence[str] = ()
+) -> GateOptions:
+    """GateOptions from command-line words, each checked against what it may be."""
+    for flag, value in (("--inconclusive", inconclusive), ("--method", method), ("--statistic", statistic)):
+        if value not in _CHOICES[flag]:
+            raise UsageError(f"{flag} {value!r}: use one of {', '.join(_CHOICES[flag])}")
+    return GateOptions(
+        method=cast(Method, method),
+        statistic=cast(Statistic, statistic),
+        min_trials=min_trials,
+        inconclusive=cast(InconclusivePolicy, inconclusive),
+        cases=tuple(cases),
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule on one case."""
+
+    case: str
+    rule: Rule
+    verdict: Verdict
+    reason: str
+    comparison: Comparison | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Every check, the warnings, and the exit code they add up to."""
+
+    baseline: str
+    candidate: str
+    mode: str
+    checks: list[Check]
+    warnings: list[str]
+    options: GateOptions
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(check.verdict == verdict for check in self.checks)
+
+    @property
+    def failed(self) -> bool:
+        inconclusive_fails = self.options.inconclusive == "fail" and self.count("inconclusive") > 0
+        return self.count("regression") > 0 or inconclusive_fails
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def headline(self) -> str:
+        """``FAIL: 1 regression, 3 within budget, 1 inconclusive (counted as pass)``."""
+        policy = "counted as failure" if self.options.inconclusive == "fail" else "counted as pass"
+        parts = [f"{self.count('regression')} regression(s)", f"{self.count('pass')} within budget"]
+        if self.count("inconclusive"):
+            parts.append(f"{self.count('inconclusive')} inconclusive ({policy})")
+        return f"{'FAIL' if self.failed else 'PASS'}: {', '.join(parts)}"
+
+
+def gate(baseline: Source, candidate: Source, rules: Sequence[Rule], options: GateOptions | None = None) -> GateResult:
+    """Check every rule on every case both sides measured."""
+    options = options or GateOptions()
+    if not rules:
+        raise UsageError("give at least one rule: --fail 'latency_ms.p99:+10%'")
+    failures = _failed_variants(baseline, candidate, rules[0])
+    keys = _common_cases(baseline, candidate, options.cases, allow_none=bool(failures))
+    paired = baseline.kind == candidate.kind == "interleaved"
+    checks = [
+        _check(key, rule, baseline.cases[key], candidate.cases[key], paired, options)
+        for key in keys
+        for rule in rules
+        if rule.metric in baseline.cases[key] or rule.metric in candidate.cases[key]
+    ]
+    if keys:
+        _require_every_rule_used(rules, checks, baseline, keys)
+    checks += failures
+    mode = "interleaved A/B (paired rounds)" if paired else f"{baseline.kind} vs {candidate.kind}"
+    warnings = _environment_warnings(baseline, candidate) + _missing_warnings(baseline, candidate, options.cases)
+    return GateResult(baseline.label, candidate.label, mode, checks, warnings, options)
+
+
+def _common_cases(baseline: Source, candidate: Source, patterns: Sequence[str], *, allow_none: bool) -> list[str]:
+    keys = [k for k in baseline.cases if k in candidate.cases and _selected(k, patterns)]
+    if not keys and not allow_none:
+        raise UsageError(
+            f"no case is measured on both sides{' and matches --case' if patterns else ''}: baseline has "
+            f"{_names(baseline.cases)}; candidate has {_names(candidate.cases)}"
+        )
+    return keys
+
+
+def _selected(key: str, patterns: Sequence[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def _names(items: Iterable[str], limit: int = 6) -> str:
+    names = list(items)
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return shown or "none"
+
+
+def _require_every_rule_used(rules: Sequence[Rule], checks: list[Check], baseline: Source, keys: list[str]) -> None:
+    used = {check.rule.metric for check in checks}
+    for rule in rules:
+        if rule.metric not in used:
+            figures = sorted({name for key in keys for name in baseline.cases[key]})
+            raise UsageError(
+                f"--fail {rule.text!r}: no case has a figure {rule.metric!r}; there are {_names(figures, 20)}"
+            )
+
+
+def _check(
+    key: str, rule: Rule, base: dict[str, Figure], cand: dict[str, Figure], paired: bool, options: GateOptions
+) -> Check:
+    b, c = base.get(rule.metric, Figure()), cand.get(rule.metric, Figure())
+    if b.empty or c.empty:
+        side = "baseline" if b.empty else "candidate"
+        why = f"no per-trial figures of {rule.metric} in the {side}{_EMPTY_HINT.get(paired, '')}"
+        return Check(key, rule, "inconclusive", why)
+    comparison = _compare(b, c, rule, paired, options.statistic)
+    decision = decide(comparison, rule.threshold, method=options.method, min_trials=options.min_trials)
+    return Check(key, rule, decision.verdict, decision.reason, comparison)
+
+
+def _compare(b: Figure, c: Figure, rule: Rule, paired: bool, statistic: Statistic) -> Comparison:
+    worse, relative = rule.higher_is_worse, rule.threshold.relative
+    if b.exact is not None and c.exact is not None:
+        return compare_exact(b.exact, c.exact, higher_is_worse=worse, relative=relative)
+    if b.values and c.values:
+        if paired and len(b.values) == len(c.values):
+            return compare_paired(b.values, c.values, higher_is_worse=worse, relative=relative, statistic=statistic)
+        return compare_unpaired(b.values, c.values, higher_is_worse=worse, relative=relative, statistic=statistic)
+    return compare_summaries(_summary(b), _summary(c), higher_is_worse=worse, relative=relative)
+
+
+def _summary(figure: Figure) -> Summary:
+    if figure.summary is not None:
+        return figure.summary
+    values = np.asarray(figure.values or (figure.exact or 0.0,), dtype=np.float64)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return Summary(mean=float(np.mean(values)), std=std, n=len(values))
+
+
+def _failed_variants(baseline: Source, candidate: Source, rule: Rule) -> list[Check]:
+    """A variant the baseline measured that failed in the candidate is a regression in itself."""
+    measured = {key.split(" · ")[0] for key in baseline.cases}
+    return [
+        Check(f"{variant} · status", rule, "regression", f"the variant failed in the candidate: {why}")
+        for variant, why in candidate.failed.items()
+        if variant in measured
+    ]
+
+
+def _environment_warnings(baseline: Source, candidate: Source) -> list[str]:
+    before, after = baseline.environment, candidate.environment
+    if not before or not after or baseline.kind != candidate.kind:
+        return []
+    if baseline.kind == "pytest-benchmark":
+        lines = _machine_differences(before.get("machine_info") or {}, after.get("machine_info") or {})
+    else:
+        lines = environment_differences(before, after)
+    return [f"environments differ, figures may move for that reason alone: {line}" for line in lines]
+
+
+def _machine_differences(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    lines = []
+    for label, path in _MACHINE_KEYS:
+        old, new = _dig(before, path), _dig(after, path)
+        if old != new:
+            lines.append(f"{label}: {old} → {new}")
+    return lines
+
+
+def _dig(data: object, path: tuple[str, ...]) -> object:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _missing_warnings(baseline: Source, candidate: Source, patterns: Sequence[str]) -> list[str]:
+    gone = [k for k in baseline.cases if k not in candidate.cases and _selected(k, patterns)]
+    new = [k for k in candidate.cases if k not in baseline.cases and _selected(k, patterns)]
+    failed = {f"{v} ·" for v in candidate.failed}
+    gone = [k for k in gone if not any(k.startswith(prefix) for prefix in failed)]
+    warnings = [f"not measured in the candidate (not gated): {_names(gone)}"] if gone else []
+    return warnings + ([f"new in the candidate (no baseline, not gated): {_names(new)}"] if new else [])

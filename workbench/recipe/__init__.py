@@ -1,0 +1,1 @@
+"""Recipes: spec (the typed schema, frozen) and loader (YAML + extends + --set overrides → spec)."""

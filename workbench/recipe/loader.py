@@ -1,0 +1,143 @@
+"""Recipe files → a frozen, validated Recipe.
+
+``extends: other.yaml`` merges another recipe underneath (paths relative to the file; mappings merge
+deeply, everything else is replaced). ``--set dotted.key=value`` overrides after that, with the value
+read as YAML (``--set measure.trials=3``, ``--set 'measure.batch_sizes=[1, 8]'``). Errors name the file,
+the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from workbench.errors import RecipeError, UsageError
+from workbench.recipe.spec import Recipe
+
+MAX_EXTENDS_DEPTH = 8
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Read, merge, override and validate a recipe."""
+    path = Path(path)
+    raw = _read_with_extends(path, chain=())
+    for override in overrides:
+        _apply_override(raw, override, file=str(path))
+    _inline_profile(raw, path)
+    return validate_recipe(raw, file=str(path))
+
+
+def _inline_profile(raw: dict[str, Any], path: Path) -> None:
+    """Replace ``load.profile: NAME`` by the profile's content, so the run records (and hashes) the
+    exact profile it ran. Names are looked up beside the recipe, in its ``profiles/`` folder, then
+    in the working folder and ``recipes/profiles/``."""
+    from workbench.measure.load.profiles import load_profile
+
+    load = raw.get("load")
+    if not isinstance(load, dict) or not isinstance(load.get("profile"), str | dict):
+        return
+    try:
+        profile = load_profile(load["profile"], base_dir=path.parent)
+    except RecipeError as exc:
+        raise RecipeError(
+            exc.detail, file=exc.file or str(path), key=f"load.profile.{exc.key}" if exc.key else "load.profile"
+        ) from None
+    except UsageError as exc:
+        raise RecipeError(str(exc), file=str(path), key="load.profile") from None
+    load["profile"] = profile.model_dump(mode="json")
+
+
+def validate_recipe(raw: Mapping[str, Any], *, file: str = "<recipe>") -> Recipe:
+    """Validate a recipe mapping; the first problem becomes a located RecipeError."""
+    try:
+        return Recipe.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise _located(exc, file) from None
+
+
+def spec_hash(recipe: Recipe) -> str:
+    """A stable 12-hex-digit hash of the resolved recipe (key order and formatting do not matter)."""
+    canonical = orjson.dumps(recipe.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:12]
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    return Recipe.model_json_schema()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError("no such file", file=str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(f"{where}not valid YAML ({getattr(exc, 'problem', exc)})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping at the top level, got {type(data).__name__}", file=str(path))
+    return data
+
+
+def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " → ".join(p.name for p in (*chain, resolved))
+        raise RecipeError(f"extends forms a cycle: {cycle}", file=str(path), key="extends")
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise RecipeError(f"extends is nested deeper than {MAX_EXTENDS_DEPTH}", file=str(path), key="extends")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise RecipeError("expected a file path", file=str(path), key="extends")
+    base = _read_with_extends(path.parent / parent, (*chain, resolved))
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict[str, Any], override: str, *, file: str) -> None:
+    dotted, sep, text = override.partition("=")
+    if not sep or not dotted.strip():
+        raise RecipeError(f"--set expects dotted.key=value, got {override!r}", file=file)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise RecipeError(f"--set value is not valid YAML: {text!r}", file=file, key=dotted) from None
+    keys = dotted.strip().split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"cannot set inside a {type(child).__name__}", file=file, key=dotted)
+        node = child
+    node[keys[-1]] = value
+
+
+def _located(exc: ValidationError, file: str) -> RecipeError:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling; `workbench report schema` lists the keys)"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    extra = len(exc.errors()) - 1
+    suffix = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+    return RecipeError(message + suffix, file=file, key=key)

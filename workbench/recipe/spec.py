@@ -1,0 +1,216 @@
+"""The recipe schema (pydantic v2). A recipe names a model, the data to judge it on, a space of
+variants (build pipelines × serving settings), how to measure, constraints and an objective.
+
+Build steps, serving settings and load profiles stay three separate things (after
+optimum-benchmark's backend / scenario / launcher split).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from serving_harness.config import ServingSettings
+from serving_harness.runtimes.base import TensorSpec
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Spec):
+    """Where the model comes from.
+
+    - ``source: example`` with ``name: digits | minilm``: the bundled examples.
+    - ``source: torch`` with ``factory: pkg.module:function`` (and ``kwargs``, optional ``weights``
+      state_dict file, ``inputs``/``outputs`` schema with -1 for dynamic axes).
+    - ``source: onnx`` with ``path: model.onnx``.
+    """
+
+    source: Literal["example", "torch", "onnx"] = "example"
+    name: str | None = Field(default=None, description="Example name (digits, minilm).")
+    factory: str | None = Field(default=None, description="'pkg.module:function' returning a torch.nn.Module.")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(default=None, description="A state_dict file for the factory's module.")
+    path: str | None = Field(default=None, description="An ONNX file.")
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    options: dict[str, Any] = Field(default_factory=dict, description="Source options (e.g. seq_len).")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> ModelSpec:
+        needed = {"example": ("name",), "torch": ("factory",), "onnx": ("path",)}[self.source]
+        missing = [key for key in needed if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"source '{self.source}' needs {', '.join(missing)}")
+        return self
+
+
+class DataSpec(_Spec):
+    """The data variants are judged on.
+
+    - ``source: example``: the example's own held-out split (digits test split, MiniLM sentences).
+    - ``source: npz`` with ``path``: arrays named like the model inputs, plus ``labels`` if any.
+    - ``source: custom`` with ``loader: pkg.module:function`` returning ``(inputs, labels)``.
+    """
+
+    source: Literal["example", "npz", "custom"] = "example"
+    name: str | None = None
+    path: str | None = None
+    loader: str | None = None
+    limit: int | None = Field(default=None, ge=1, description="Use at most this many samples.")
+    metric: str = Field(default="accuracy", description="accuracy | cosine | 'pkg.module:function'.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+StepEntry = Annotated[
+    str | dict[str, dict[str, Any] | None],
+    Field(description="A step name, or {step name: config}."),
+]
+
+
+class StepSpec(_Spec):
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServingSpace(_Spec):
+    """Serving settings: a base, and a grid of dotted keys → values to sweep."""
+
+    base: dict[str, Any] = Field(default_factory=dict, description="ServingSettings fields.")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="e.g. runtime.intra_op_threads: [1, 2]")
+
+
+class OptunaSpec(_Spec):
+    """How ``strategy: optuna`` samples the space (pipeline × serving grid, as categorical choices)."""
+
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    seed: int = 0
+    objectives: list[str] = Field(
+        default_factory=list,
+        description="Metrics to optimize together (multi-objective, e.g. [throughput_items_per_s, accuracy_drop]); "
+        "empty: the recipe's objective alone. Directions come from the metric.",
+    )
+    startup_trials: int = Field(default=3, ge=1, description="Random trials before TPE models the space.")
+
+
+class SearchSpec(_Spec):
+    """Build pipelines (name → steps) × serving settings."""
+
+    strategy: Literal["grid", "optuna"] = "grid"
+    budget: int | None = Field(
+        default=None, ge=1, description="Most variants to evaluate, baseline included (default: the whole space)."
+    )
+    optuna: OptunaSpec = OptunaSpec()
+    baseline: str | None = Field(default=None, description="Pipeline judged against (default: the first).")
+    pipelines: dict[str, list[StepEntry]] = Field(min_length=1)
+    serving: ServingSpace = ServingSpace()
+
+    @field_validator("pipelines")
+    @classmethod
+    def _steps_well_formed(cls, pipelines: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, steps in pipelines.items():
+            for index, entry in enumerate(steps):
+                if isinstance(entry, dict) and len(entry) != 1:
+                    raise ValueError(f"pipeline {name!r} step {index}: write one step per item as {{name: config}}")
+        return pipelines
+
+    @model_validator(mode="after")
+    def _baseline_exists(self) -> SearchSpec:
+        if self.baseline is not None and self.baseline not in self.pipelines:
+            raise ValueError(f"baseline {self.baseline!r} is not a pipeline ({', '.join(self.pipelines)})")
+        return self
+
+    def baseline_name(self) -> str:
+        return self.baseline or next(iter(self.pipelines))
+
+    def steps_of(self, pipeline: str) -> tuple[StepSpec, ...]:
+        return tuple(_step_spec(entry) for entry in self.pipelines[pipeline])
+
+
+def _step_spec(entry: str | dict[str, dict[str, Any] | None]) -> StepSpec:
+    if isinstance(entry, str):
+        return StepSpec(name=entry)
+    ((name, config),) = entry.items()
+    return StepSpec(name=name, config=config or {})
+
+
+class MeasureSpec(_Spec):
+    """In-process measurement: per variant and batch size, warm-up then repeated trials."""
+
+    batch_sizes: tuple[int, ...] = Field(default=(1, 32), min_length=1)
+    warmup_iters: int = Field(default=10, ge=0)
+    trials: int = Field(default=5, ge=2, description="Repeated trials; the spread is taken across them.")
+    trial_duration_s: float = Field(default=0.5, gt=0)
+    min_trial_iters: int = Field(default=20, ge=1)
+    max_trial_iters: int = Field(default=100_000, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+
+
+class LoadSpec(_Spec):
+    """Served load (the load engine). ``enabled: false`` measures in-process only."""
+
+    enabled: bool = False
+    profile: str | dict[str, Any] | None = None
+    workers: int = Field(default=0, ge=0)
+
+
+class Bound(_Spec):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_side(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        return self
+
+
+class ObjectiveSpec(_Spec):
+    """What 'best' means among the feasible variants."""
+
+    maximize: str | None = "throughput_rps"
+    minimize: str | None = None
+    batch_size: int | None = Field(default=None, description="Rank at this batch size (default: the largest).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ObjectiveSpec:
+        if (self.maximize is None) == (self.minimize is None):
+            raise ValueError("give exactly one of maximize or minimize")
+        return self
+
+
+class ExportSpec(_Spec):
+    name: str | None = None
+    version: str = "0.1.0"
+    variant: str = "best"
+
+
+class CostSpec(_Spec):
+    """An instance's price, for each variant's cost per million inferences in the report."""
+
+    price_per_hour: float = Field(gt=0, description="What the machine costs per hour (e.g. 0.34).")
+    currency: str = Field(default="USD", description="Shown next to the figures.")
+
+
+class Recipe(_Spec):
+    """A whole recipe, after ``extends:`` and ``--set`` are applied."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names the report folder.")
+    description: str = ""
+    seed: int = 0
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    search: SearchSpec
+    measure: MeasureSpec = MeasureSpec()
+    load: LoadSpec = LoadSpec()
+    constraints: dict[str, Bound] = Field(
+        default_factory=dict, description="metric → {min, max}; e.g. accuracy_drop: {max: 0.01}."
+    )
+    objective: ObjectiveSpec = ObjectiveSpec()
+    export: ExportSpec = ExportSpec()
+    cost: CostSpec | None = Field(default=None, description="Instance price: the report adds cost per 1M inferences.")
+
+    def serving_base(self) -> ServingSettings:
+        return ServingSettings.model_validate(self.search.serving.base)

@@ -1,0 +1,1 @@
+"""Compile steps: ort (compile.ort_graph), torch (compile.torch, compile.tensorrt)."""

@@ -1,0 +1,1 @@
+"""Export steps: onnx (export.onnx), torch (export.torchscript, export.torch_export)."""

@@ -1,0 +1,130 @@
+"""``workbench load URL``: measure any OIP v2 endpoint and write the same versioned report as a run.
+
+The report is a run of the pseudo-recipe ``load-<model>`` with one variant named after the model
+and the endpoint (``digits@127.0.0.1:8000``); its ``run.json`` records the target, the profile and
+the environment, ``variants/`` the measurements, and ``load/<variant>.json`` what does not fit a
+row (errors by kind, the server's own breakdown, CPU and memory, windows, the SLA search).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+
+from workbench import __version__
+from workbench.host import environment
+from workbench.measure.load.engine import ServedResult, measure_endpoint
+from workbench.measure.load.profiles import LoadProfile, load_profile
+from workbench.report.render import render_markdown
+from workbench.report.rundir import RESULTS_FILE, ReportStore, RunDir, atomic_write
+from workbench.report.schema import RunEnvelope, VariantRecord
+from workbench.report.table import records_to_frame
+
+__all__ = ["LoadRun", "load_endpoint", "write_load_report"]
+
+LOAD_DIR = "load"
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """The run folder and what was measured."""
+
+    run: RunDir
+    result: ServedResult
+    record: VariantRecord
+
+
+def load_endpoint(
+    url: str,
+    *,
+    model: str,
+    profile: LoadProfile | str | Path | None,
+    reports: Path | str = "reports",
+    workers: int = 0,
+    data: Path | None = None,
+    batch_size: int | None = None,
+    binary: bool | None = None,
+) -> LoadRun:
+    """Measure ``model`` at ``url`` under ``profile``; write and return the report."""
+    spec = load_profile(profile)
+    overrides = {k: v for k, v in {"batch_size": batch_size, "binary": binary}.items() if v is not None}
+    spec = spec.model_copy(update=overrides) if overrides else spec
+    store = ReportStore(reports)
+    run = store.new_run(_recipe_name(model))
+    target = {"url": url, "model": model, "profile": spec.model_dump(mode="json"), "workers": workers}
+    run.write_envelope(_envelope(run, target))
+    try:
+        result = measure_endpoint(
+            url, model=model, profile=spec, workdir=run.path / LOAD_DIR / "work", workers=workers, data=data
+        )
+    except BaseException:
+        run.set_status("failed", {})
+        raise
+    record = write_load_report(run, result, url=url, model=model)
+    return LoadRun(run=run, result=result, record=record)
+
+
+def write_load_report(run: RunDir, result: ServedResult, *, url: str, model: str) -> VariantRecord:
+    """Write the variant, its details, results.parquet and report.md; mark the run complete."""
+    record = VariantRecord(
+        variant=variant_name(url, model),
+        pipeline="external",
+        is_baseline=True,
+        steps=[],
+        serving={"url": url, "model": model},
+        serving_label=url,
+        runtime="external",
+        status="ok",
+        measurements=result.measurements,
+    )
+    run.write_variant(record)
+    details = orjson.dumps(result.details(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    atomic_write(run.path / LOAD_DIR / f"{run.variant_path(record.variant).stem}.json", details)
+    frame = records_to_frame(run.run_id, [record])
+    atomic_write(run.path / RESULTS_FILE, frame.to_parquet(index=False))
+    summary: dict[str, Any] = {"advice": result.advice}
+    if result.sla is not None:
+        summary["sla"] = result.sla.as_dict()
+    run.set_status("complete", summary)
+    markdown = render_markdown(run.read_envelope(), frame, [record])
+    atomic_write(run.path / "report.md", (markdown + _advice_md(result)).encode())
+    return record
+
+
+def variant_name(url: str, model: str) -> str:
+    return f"{model}@{urlparse(url).netloc or url}"
+
+
+def _recipe_name(model: str) -> str:
+    return "load-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model")
+
+
+def _envelope(run: RunDir, target: dict[str, Any]) -> RunEnvelope:
+    digest = hashlib.sha256(orjson.dumps(target, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+    return RunEnvelope(
+        run_id=run.run_id,
+        recipe_name=run.recipe_name,
+        spec_hash=digest,
+        created=datetime.now(UTC),
+        workbench_version=__version__,
+        environment=environment(),
+        recipe={"load": target},
+    )
+
+
+def _advice_md(result: ServedResult) -> str:
+    lines = []
+    if result.sla is not None:
+        sla = result.sla
+        found = f"{sla.rate_rps} rps" if sla.rate_rps is not None else "no rate"
+        lines.append(f"\n## SLA search\n\n{found} meets {sla.percentile} <= {sla.latency_ms_max} ms.\n")
+    if result.advice:
+        lines.append("\n## Warnings\n\n" + "".join(f"- {a}\n" for a in result.advice))
+    return "".join(lines)

@@ -1,0 +1,346 @@
+"""A run: recipe → variants → build → quality gate → measure → report.
+
+A failed variant is recorded with its error and the sweep goes on; a programming error stops the
+run (after Olive's error policy). Each finished variant is written at once, so an interrupted run
+resumes without redoing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from serving_harness.config import RuntimeSettings, ServingSettings
+from serving_harness.runtimes import RuntimeUnavailable, create_runtime
+from serving_harness.runtimes.base import Runtime
+from workbench import __version__
+from workbench.artifact import DEFAULT_RUNTIME, Artifact
+from workbench.data import Arrays, Dataset, arrays_digest, load_dataset
+from workbench.data.metrics import compare_outputs, resolve_metric
+from workbench.decide.select import select_best
+from workbench.errors import BuildError, MissingDependencyError, UsageError, WorkbenchError
+from workbench.host import environment
+from workbench.measure.inprocess import measure_inprocess
+from workbench.measure.load.engine import measure_served
+from workbench.measure.load.profiles import LoadProfile, load_profile
+from workbench.metrics import column_name
+from workbench.models import load_source_model
+from workbench.models.base import SourceModel
+from workbench.paths import cache_dir
+from workbench.recipe.loader import spec_hash
+from workbench.recipe.spec import Recipe
+from workbench.report.html import write_report_html
+from workbench.report.render import render_markdown
+from workbench.report.rundir import RESULTS_FILE, ReportStore, RunDir, atomic_write
+from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, VariantRecord
+from workbench.report.table import records_to_frame
+from workbench.steps.base import StepContext
+from workbench.sweep.cache import build
+from workbench.sweep.quality import Reference, quality_gate, run_dataset, score
+from workbench.sweep.space import Variant, expand
+from workbench.sweep.strategies import make_search
+
+logger = logging.getLogger(__name__)
+LOAD_DIR = "load"
+CALIBRATION_LIMIT = 512  # held-out samples handed to static quantization (its calibration_samples picks)
+
+# Called as hook(event, payload): "plan" {total, done}, "variant" {id}, "done" {record}.
+ProgressHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What every variant of a run shares."""
+
+    recipe: Recipe
+    source: SourceModel
+    reference: Reference
+    context: StepContext
+    cache: Path
+    run_path: Path | None = None
+    profile: LoadProfile | None = None
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    reports: Path | str = "reports",
+    resume: bool | str = False,
+    hook: ProgressHook | None = None,
+) -> RunDir:
+    """Run a recipe end to end and return its run folder. ``resume`` is True (the newest
+    unfinished run of this exact recipe) or a run reference."""
+    notify = hook or (lambda event, payload: None)
+    store = ReportStore(reports)
+    run = _open_run(store, recipe, resume)
+    variants = expand(recipe)
+    search = make_search(recipe, variants)
+    finished = {record.variant: record for record in run.read_variants()}
+    for earlier in variants:  # replay what an interrupted run already measured
+        if earlier.id in finished:
+            search.tell(earlier, finished[earlier.id])
+    notify("plan", {"total": search.budget, "done": len(finished.keys() & {v.id for v in variants}), "run": run})
+    try:
+        workspace = replace(_prepare(recipe), run_path=run.path, profile=_load_profile(recipe))
+        while (variant := search.ask()) is not None:
+            notify("variant", {"id": variant.id})
+            record = evaluate_variant(variant, workspace)
+            run.write_variant(record)
+            search.tell(variant, record)
+            notify("done", {"record": record})
+    except KeyboardInterrupt:
+        run.set_status("interrupted")
+        raise
+    return finalize(run, recipe)
+
+
+def _open_run(store: ReportStore, recipe: Recipe, resume: bool | str) -> RunDir:
+    digest = spec_hash(recipe)
+    if isinstance(resume, str):
+        run = store.find(resume)
+        if run.read_envelope().spec_hash != digest:
+            raise UsageError(f"run {run.run_id} was made from a different recipe (spec hash differs); start a new run")
+        return run
+    if resume and (found := store.find_resumable(recipe.name, digest)):
+        logger.info("resuming %s", found.path)
+        return found
+    run = store.new_run(recipe.name)
+    envelope = RunEnvelope(
+        run_id=run.run_id,
+        recipe_name=recipe.name,
+        spec_hash=digest,
+        created=datetime.now(UTC),
+        workbench_version=__version__,
+        environment=environment(),
+        recipe=recipe.model_dump(mode="json"),
+    )
+    run.write_envelope(envelope)
+    return run
+
+
+def _prepare(recipe: Recipe) -> Workspace:
+    cache = cache_dir()
+    source = load_source_model(recipe.model, cache)
+    dataset = load_dataset(recipe.data, recipe.model, cache)
+    if recipe.data.limit:
+        dataset = dataset.take(recipe.data.limit)
+    runtime_settings = RuntimeSettings(name=DEFAULT_RUNTIME[source.artifact.format], intra_op_threads=0)
+    runtime = _load_runtime(source.artifact, ServingSettings(runtime=runtime_settings))
+    outputs = run_dataset(runtime, dataset, recipe.measure.eval_batch_size)
+    metric = resolve_metric(recipe.data.metric)
+    baseline = metric.score(outputs, outputs, dataset.labels)
+    reference = Reference(dataset=dataset, outputs=outputs, metric=metric, baseline=float(baseline))
+    sample = dataset.batch(0, 2)
+    calibration = _calibration_batches(dataset, recipe.measure.eval_batch_size)
+    context = StepContext(
+        sample_inputs=sample,
+        dynamic_axes=source.dynamic_axes,
+        output_names=tuple(spec.name for spec in source.outputs),
+        calibration_inputs=calibration,
+        calibration_held_out=dataset.calibration is not None,
+        calibration_digest=arrays_digest(calibration),
+    )
+    return Workspace(recipe=recipe, source=source, reference=reference, context=context, cache=cache)
+
+
+def _calibration_batches(dataset: Dataset, batch_size: int) -> tuple[Arrays, ...]:
+    """Held-out samples for static quantization (up to CALIBRATION_LIMIT); the evaluation samples if none."""
+    if dataset.calibration is None:
+        logger.warning(
+            "the data has no held-out samples, so static quantization calibrates on the evaluation samples "
+            "(set data.limit below the data's size to keep the rest for calibration)"
+        )
+        held_out = dataset
+    else:
+        held_out = Dataset(dataset.calibration).take(CALIBRATION_LIMIT)
+    return tuple(held_out.batches(batch_size))
+
+
+def _load_profile(recipe: Recipe) -> LoadProfile | None:
+    """The recipe's load profile when served load is on: a mapping, a file, or a name in recipes/profiles/."""
+    return load_profile(recipe.load.profile) if recipe.load.enabled else None
+
+
+def _settings_for(variant: Variant, artifact: Artifact) -> ServingSettings:
+    fields = dict(variant.serving)
+    runtime = dict(fields.get("runtime", {}))
+    runtime.setdefault("name", DEFAULT_RUNTIME[artifact.format])
+    fields["runtime"] = runtime
+    return ServingSettings.model_validate(fields)
+
+
+def _load_runtime(artifact: Artifact, settings: ServingSettings) -> Runtime:
+    runtime = create_runtime(settings.runtime.name)
+    try:
+        runtime.load(artifact.path, settings.runtime)
+    except RuntimeUnavailable as exc:
+        raise MissingDependencyError(str(exc)) from exc
+    return runtime
+
+
+def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
+    """Build, score and measure one variant; failures come back as a failed record."""
+    base: dict[str, Any] = {
+        "variant": variant.id,
+        "pipeline": variant.pipeline,
+        "is_baseline": variant.is_baseline,
+        "steps": [s.model_dump() for s in variant.steps],
+    }
+    started = time.perf_counter()
+    try:
+        artifact = build(workspace.source.artifact, variant.steps, workspace.context, workspace.cache)
+    except (BuildError, MissingDependencyError) as exc:
+        return _failed(base, variant, exc, time.perf_counter() - started)
+    build_s = time.perf_counter() - started
+    settings = _settings_for(variant, artifact)
+    base.update(
+        serving=settings.model_dump(mode="json"),
+        serving_label=settings.describe(),
+        runtime=settings.runtime.name,
+        artifact=ArtifactInfo(
+            path=str(artifact.path),
+            format=artifact.format,
+            size_bytes=artifact.size_bytes,
+            content_hash=artifact.content_hash,
+        ),
+        lineage=[vars(entry) for entry in artifact.lineage],
+        build_figures=artifact.figures,
+        build_s=build_s,
+    )
+    try:
+        return _score_and_measure(base, artifact, settings, workspace)
+    except WorkbenchError as exc:
+        return VariantRecord(**base, status="failed", reason=str(exc).splitlines()[0], error=str(exc))
+    except Exception as exc:  # a runtime crash on this variant: record it, keep sweeping
+        logger.debug("variant %s crashed", variant.id, exc_info=True)
+        return VariantRecord(
+            **base, status="failed", reason=f"{type(exc).__name__}: {exc}"[:200], error=traceback.format_exc()
+        )
+
+
+def _failed(base: dict[str, Any], variant: Variant, exc: Exception, build_s: float) -> VariantRecord:
+    settings = ServingSettings.model_validate(variant.serving)
+    return VariantRecord(
+        **base,
+        serving=settings.model_dump(mode="json"),
+        serving_label=settings.describe(),
+        runtime=settings.runtime.name,
+        status="failed",
+        reason=str(exc).splitlines()[0][:200],
+        error="".join(traceback.format_exception(exc)),
+        build_s=build_s,
+    )
+
+
+def _score_and_measure(
+    base: dict[str, Any], artifact: Artifact, settings: ServingSettings, workspace: Workspace
+) -> VariantRecord:
+    runtime = _load_runtime(artifact, settings)
+    reference = workspace.reference
+    outputs = run_dataset(runtime, reference.dataset, workspace.recipe.measure.eval_batch_size)
+    quality = score(outputs, reference, compare_outputs(outputs, reference.outputs))
+    rejected = quality_gate(quality, workspace.recipe.constraints)
+    if rejected:
+        return VariantRecord(**base, status="rejected", reason=rejected, quality=quality)
+    measurements = [_inprocess(runtime, reference, b, workspace.recipe) for b in workspace.recipe.measure.batch_sizes]
+    del runtime  # free its session (and ORT's spinning threads) before the served copy starts
+    if workspace.profile is not None and (missed := _latency_bound_missed(measurements, workspace.recipe)):
+        return VariantRecord(**base, status="rejected", reason=missed, quality=quality, measurements=measurements)
+    if workspace.profile is not None and workspace.run_path is not None:
+        served = _served(
+            base["variant"], artifact, settings, workspace.profile, workspace.run_path / LOAD_DIR, workspace
+        )
+        measurements += served
+    return VariantRecord(**base, status="ok", quality=quality, measurements=measurements)
+
+
+def _latency_bound_missed(measurements: list[Measurement], recipe: Recipe) -> str | None:
+    """Prune before serving: a latency bound that even the fastest in-process call misses cannot be met
+    once HTTP, queueing and the load are added."""
+    for metric, bound in recipe.constraints.items():
+        column = column_name(metric)
+        if not column.startswith("latency_ms_") or bound.max is None:
+            continue
+        key = column.removeprefix("latency_ms_")
+        figures = [m.latency_ms.get(key) for m in measurements]
+        best = min((f for f in figures if f is not None), default=None)
+        if best is not None and best > bound.max:
+            return f"{metric}={best:.4g} > {bound.max:g} already in-process: not served"
+    return None
+
+
+def _served(
+    variant: str,
+    artifact: Artifact,
+    settings: ServingSettings,
+    profile: LoadProfile,
+    load_dir: Path,
+    workspace: Workspace,
+) -> list[Measurement]:
+    """Serve the variant with the real harness in a subprocess and drive it with Locust.
+
+    Per-step detail (windows, errors, batch size distribution, CPU) goes to ``load/<variant>.json``;
+    the server's log and Locust's records stay in ``load/<variant>/``. A server that dies raises
+    MeasurementError with its log tail, which fails this variant only.
+    """
+    workdir = load_dir / variant
+    result = measure_served(
+        artifact.path,
+        settings,
+        workspace.reference.dataset,
+        profile,
+        model_name=workspace.recipe.model.name or workspace.recipe.name,
+        workdir=workdir,
+        workers=workspace.recipe.load.workers,
+    )
+    details = {"variant": variant, "profile": profile.model_dump(mode="json"), **result.details()}
+    atomic_write(workdir.with_suffix(".json"), orjson.dumps(details, option=orjson.OPT_INDENT_2), overwrite=True)
+    return result.measurements
+
+
+def _inprocess(runtime: Runtime, reference: Reference, batch_size: int, recipe: Recipe) -> Measurement:
+    result = measure_inprocess(runtime, reference.dataset, batch_size, recipe.measure)
+    return Measurement(
+        mode="inprocess",
+        step=f"b{batch_size}",
+        batch_size=batch_size,
+        iterations=result.iterations,
+        trials=result.trials,
+        latency_ms=result.latency_ms,
+        latency_ms_p50_std=result.latency_ms_p50_std,
+        throughput_rps=round(result.throughput_rps, 3),
+        throughput_rps_std=round(result.throughput_rps_std, 3),
+        throughput_rps_ci=result.throughput_rps_ci,
+        throughput_items_per_s=round(result.throughput_items_per_s, 3),
+        flags=["noisy"] if result.noisy else [],
+        samples=result.samples,
+    )
+
+
+def finalize(run: RunDir, recipe: Recipe) -> RunDir:
+    """Write results.parquet and report.md, pick the best variant, mark the run complete."""
+    records = run.read_variants()
+    frame = records_to_frame(run.run_id, records)
+    atomic_write(run.path / RESULTS_FILE, frame.to_parquet(index=False), overwrite=True)
+    best = select_best(frame, recipe.constraints, recipe.objective)
+    summary: dict[str, Any] = (
+        {"best": best.variant, "reason": best.reason, "objective": best.metric, "value": best.value}
+        if best
+        else {"best": None, "reason": "no variant met every constraint"}
+    )
+    run.set_status("complete", summary)
+    markdown = render_markdown(run.read_envelope(), frame, records)
+    atomic_write(run.path / "report.md", markdown.encode(), overwrite=True)
+    try:
+        write_report_html(run)  # report.html beside report.md: the same tables plus embedded plots
+    except Exception:  # the figures are already saved; a plotting bug must not lose the run
+        logger.warning("report.html could not be written (`workbench report open` retries)", exc_info=True)
+    return run

@@ -1,0 +1,92 @@
+"""The search space: build pipelines × serving settings, expanded into variants (grid).
+
+The baseline pipeline comes first, so a run always has its reference figures even when it is
+interrupted early. Each variant is an independent job, keyed by a stable id, which is what lets
+``--resume`` skip the finished ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving_harness.config import ServingSettings
+from workbench.errors import RecipeError
+from workbench.recipe.spec import Recipe, StepSpec
+from workbench.sweep.cache import validate_step
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the search space."""
+
+    id: str
+    pipeline: str
+    steps: tuple[StepSpec, ...]
+    serving: dict[str, Any]  # ServingSettings fields; runtime.name is filled from the artifact if absent
+    grid_point: dict[str, Any]
+    is_baseline: bool
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = target
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+def _grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
+
+
+def _variant_id(pipeline: str, point: dict[str, Any], multi: bool) -> str:
+    if not multi:
+        return pipeline
+    return pipeline + "@" + ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
+
+
+def _serving_fields(recipe: Recipe, point: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = _deep_copy(recipe.search.serving.base)
+    for dotted, value in point.items():
+        _set_dotted(fields, dotted, value)
+    try:
+        ServingSettings.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = "search.serving." + ".".join(str(p) for p in first["loc"])
+        raise RecipeError(first["msg"], key=key) from None
+    return fields
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    return list(value) if isinstance(value, list) else value
+
+
+def expand(recipe: Recipe) -> list[Variant]:
+    """Every variant of the recipe, baseline pipeline first; step configs are validated here."""
+    for pipeline in recipe.search.pipelines:
+        for index, step in enumerate(recipe.search.steps_of(pipeline)):
+            validate_step(step, where=f"search.pipelines.{pipeline}.{index}")
+    baseline = recipe.search.baseline_name()
+    order = [baseline, *(p for p in recipe.search.pipelines if p != baseline)]
+    points = _grid_points(recipe.search.serving.grid)
+    multi = len(points) > 1
+    return [
+        Variant(
+            id=_variant_id(pipeline, point, multi),
+            pipeline=pipeline,
+            steps=recipe.search.steps_of(pipeline),
+            serving=_serving_fields(recipe, point),
+            grid_point=point,
+            is_baseline=pipeline == baseline,
+        )
+        for pipeline in order
+        for point in points
+    ]
