@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 from serving_harness.__main__ import BundlePlan, _parser, resolve_bundles
 from serving_harness.bundle import read_manifest
 from serving_harness.canary import CanarySplit
-from workbench.gate import canary
 from workbench.bundle.export import ExportedBundle
 from workbench.bundle.manifest import seal
 from workbench.cli import app
 from workbench.errors import UsageError
+from workbench.gate import canary
 
 
 def _canary(stable: Path, candidate: Path, *flags: str) -> BundlePlan:
