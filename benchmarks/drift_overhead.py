@@ -34,6 +34,8 @@ import numpy as np
 from _processes import free_port
 from _processes import server as serve
 
+from workbench.stats import round_order
+
 ROWS, HIDDEN, CLASSES = 360, 128, 10
 
 
@@ -100,12 +102,12 @@ def run_server(model: str, port: int, baseline: str | None) -> None:
     """One harness process: the model with (or without) a drift baseline, bundle settings."""
     import uvicorn
 
-    from serving_harness.config import ServingSettings
+    from serving_harness.config import ServingConfig
     from serving_harness.model import ModelConfig
     from serving_harness.protocol.rest import create_app
     from serving_harness.server import bind_socket, uvicorn_config
 
-    settings = ServingSettings.model_validate({"runtime": {"intra_op_threads": 1, "inter_op_threads": 1}})
+    settings = ServingConfig.model_validate({"runtime": {"intra_op_threads": 1, "inter_op_threads": 1}})
     config = ModelConfig(
         name="digits", path=Path(model), version="1", drift_baseline=Path(baseline) if baseline else None
     )
@@ -208,8 +210,7 @@ def main() -> None:
             for url in urls.values():
                 _drive(url, bodies, args, args.warmup_s)
             for pair in range(args.pairs):
-                order = ("off", "on") if pair % 2 == 0 else ("on", "off")  # neither always goes first
-                for name in order:
+                for name in round_order(("off", "on"), pair):  # neither always goes first
                     results[name].append(_drive(urls[name], bodies, args, args.window_s))
             rows = drift_rows(on_url)
     _report(results, args, rows)

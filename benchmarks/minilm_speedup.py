@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from workbench.stats import round_order
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -118,14 +120,14 @@ def _interleaved(run: Any, recipe: Any, rounds: int) -> None:
     """Each round times every variant on the same batches; ratios to torch eager are per round."""
     if rounds <= 0:
         return
-    from serving_harness.config import ServingSettings
+    from serving_harness.config import ServingConfig
     from serving_harness.runtimes import create_runtime
     from workbench.data import load_dataset
 
     records = [r for r in run.read_variants() if r.status == "ok" and r.artifact is not None]
     runtimes = {}
     for record in records:
-        settings = ServingSettings.model_validate(record.serving)
+        settings = ServingConfig.model_validate(record.serving)
         runtime = create_runtime(settings.runtime.name)
         runtime.load(Path(record.artifact.path), settings.runtime)
         runtimes[record.pipeline] = runtime
@@ -134,8 +136,7 @@ def _interleaved(run: Any, recipe: Any, rounds: int) -> None:
     rates: dict[str, list[float]] = {name: [] for name in runtimes}
     names = list(runtimes)
     for round_index in range(rounds):
-        order = names[round_index % len(names) :] + names[: round_index % len(names)]
-        for name in order:
+        for name in round_order(names, round_index):
             rates[name].append(_items_per_s(runtimes[name], batches))
     _print_ratios(rates, rounds)
 

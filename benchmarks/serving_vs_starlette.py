@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from _processes import free_port, pin_to, server
 
+from workbench.stats import round_order
+
 IN_FEATURES, HIDDEN, CLASSES = 64, 128, 10
 
 
@@ -198,7 +200,8 @@ def main() -> None:
         commands = _commands(model)
         results: dict[str, list[float]] = {name: [] for name in commands}
         for round_index in range(args.rounds):
-            for name, command in commands.items():
+            for name in round_order(list(commands), round_index):
+                command = commands[name]
                 port = free_port()
                 with server([*command(port)], port, server_cpus) as url:
                     answer = check_answer(url, body)

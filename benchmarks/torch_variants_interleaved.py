@@ -17,6 +17,7 @@ from workbench.data.metrics import cosine_similarity
 from workbench.models import load_source_model
 from workbench.paths import cache_dir
 from workbench.recipe.spec import DataSpec, ModelSpec, StepSpec
+from workbench.stats import round_order
 from workbench.steps import StepContext
 from workbench.sweep.cache import build
 
@@ -60,8 +61,9 @@ batch = data.batch(0, 32)
 for rt in runtimes.values():
     rt.infer(batch)
 times = {k: [] for k in runtimes}
-for _ in range(rounds):
-    for k, rt in runtimes.items():
+for round_index in range(rounds):
+    for k in round_order(list(runtimes), round_index):
+        rt = runtimes[k]
         t0 = time.perf_counter()
         rt.infer(batch)
         times[k].append(time.perf_counter() - t0)

@@ -10,9 +10,20 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from workbench.errors import UsageError
 
-__all__ = ["HIGHER_IS_BETTER", "QUALITY_METRICS", "UNTRUSTED_FLAGS", "column_name", "higher_is_better"]
+__all__ = [
+    "CAUTION_FLAGS",
+    "HIGHER_IS_BETTER",
+    "QUALITY_METRICS",
+    "UNTRUSTED_FLAGS",
+    "column_name",
+    "flag_set",
+    "higher_is_better",
+    "is_untrusted",
+]
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "throughput_rps": True,
@@ -44,6 +55,19 @@ for _k in ("p50", "p90", "p95", "p99", "p999", "max", "mean"):
 QUALITY_METRICS = frozenset({"accuracy", "cosine", "accuracy_drop", "accuracy_drop_rel", "max_abs_diff"})
 # The load engine's own verdict that a step's figures cannot be trusted (see measure/load/engine.py).
 UNTRUSTED_FLAGS = frozenset({"generator_saturated", "generator_behind"})
+# Flags that keep a step's figures but call for care (shown as warnings; the gate's A/B rounds name them).
+CAUTION_FLAGS = frozenset({"errors", "unsettled", "few_requests"})
+
+
+def flag_set(flags: str | Iterable[str] | None) -> frozenset[str]:
+    """A step's flags, whether stored as ``"a,b"`` text (results.parquet) or as a list (load/*.json)."""
+    items = str(flags or "").split(",") if flags is None or isinstance(flags, str) else flags
+    return frozenset(item.strip() for item in items if item and item.strip())
+
+
+def is_untrusted(flags: str | Iterable[str] | None) -> bool:
+    """Whether the load engine said a step's figures cannot be trusted."""
+    return bool(UNTRUSTED_FLAGS & flag_set(flags))
 
 
 def column_name(metric: str) -> str:

@@ -60,6 +60,7 @@ __all__ = [
     "compare_unpaired",
     "decide",
     "latency_summary_ms",
+    "round_order",
 ]
 
 PERCENTILES: dict[str, float] = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
@@ -106,6 +107,14 @@ def coefficient_of_variation(values: Sequence[float] | np.ndarray) -> float:
     data = np.asarray(values, dtype=np.float64)
     mean = float(data.mean()) if len(data) else 0.0
     return float(data.std(ddof=1) / mean) if len(data) > 1 and mean > 0 else 0.0
+
+
+def round_order(labels: Sequence[str], round_index: int) -> list[str]:
+    """The order in which round ``round_index`` measures ``labels``: rotated each round, so none always goes
+    first (for two labels: AB, BA, AB, … — the ABBA design). Every interleaved comparison uses it, so drift
+    on a shared machine hits every contender alike."""
+    shift = round_index % len(labels) if labels else 0
+    return [*labels[shift:], *labels[:shift]]
 
 
 Verdict = Literal["pass", "regression", "inconclusive"]

@@ -107,3 +107,20 @@ def test_violations_and_directions() -> None:
     assert higher_is_better("throughput_rps") and not higher_is_better("latency_ms.p99")
     with pytest.raises(UsageError, match="unknown metric"):
         higher_is_better("speed")
+
+
+def test_round_order_rotates_so_no_contender_always_goes_first() -> None:
+    from workbench.stats import round_order
+
+    assert [round_order(["a", "b"], i) for i in range(4)] == [["a", "b"], ["b", "a"], ["a", "b"], ["b", "a"]]
+    firsts = [round_order(["a", "b", "c"], i)[0] for i in range(3)]
+    assert sorted(firsts) == ["a", "b", "c"]
+    assert all(sorted(round_order(["a", "b", "c"], i)) == ["a", "b", "c"] for i in range(5))
+
+
+def test_flags_read_the_same_from_text_and_lists() -> None:
+    from workbench.metrics import flag_set, is_untrusted
+
+    assert flag_set("generator_saturated,errors") == flag_set(["errors", "generator_saturated"])
+    assert flag_set(None) == flag_set("") == frozenset()
+    assert is_untrusted("few_requests,generator_behind") and not is_untrusted(["errors", "unsettled"])

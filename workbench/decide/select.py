@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from workbench.errors import NoFeasibleVariant, UsageError
-from workbench.metrics import UNTRUSTED_FLAGS, column_name, higher_is_better
+from workbench.metrics import UNTRUSTED_FLAGS, column_name, higher_is_better, is_untrusted
 from workbench.recipe.spec import Bound, ObjectiveSpec
 
 __all__ = [
@@ -251,7 +251,7 @@ def _pool(frame: pd.DataFrame, objective: Objective, mode: Mode | None) -> _Pool
 
 def _served_pool(rows: pd.DataFrame) -> _Pool:
     flags = rows["flags"].fillna("") if "flags" in rows else pd.Series("", index=rows.index)
-    untrusted = flags.map(lambda text: bool(UNTRUSTED_FLAGS & set(str(text).split(","))))
+    untrusted = flags.map(is_untrusted)
     notes = (f"{int(untrusted.sum())} untrusted step(s) left out ({', '.join(sorted(UNTRUSTED_FLAGS))})",)
     return _Pool(rows[~untrusted], "served", None, notes if untrusted.any() else ())
 

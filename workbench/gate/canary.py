@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats as scipy_stats
 
 from workbench.errors import MeasurementError, UsageError
+from workbench.measure.server_metrics import metrics_text
 from workbench.stats import Comparison, Threshold, compare_paired, decide
 
 __all__ = [
@@ -152,12 +153,7 @@ def set_weight(url: str, weight: float, token: str | None = None) -> dict[str, A
 
 def scrape(url: str, model: str) -> Snapshot:
     """Each version's counters of ``model`` from one ``/metrics`` scrape."""
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/metrics", timeout=TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        raise MeasurementError(f"{url}/metrics did not answer: {exc}") from exc
-    response.raise_for_status()
-    return parse_metrics(response.text, model)
+    return parse_metrics(metrics_text(url, TIMEOUT_S), model)
 
 
 def parse_metrics(text: str, model: str) -> Snapshot:

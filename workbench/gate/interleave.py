@@ -13,7 +13,7 @@ Each round runs the load profile (by default a short closed loop) against each.
 Example::
 
     a = bundle_contender("baseline", Path("bundles/main"))
-    b = model_contender("candidate", Path("model.onnx"), ServingSettings())
+    b = model_contender("candidate", Path("model.onnx"), ServingConfig())
     run = measure_interleaved(a, b, rounds=6, workdir=Path("/tmp/ab"))
     result = gate(run.baseline, run.candidate, [parse_rule("latency_ms.p99:+10%")])
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.model_dir import load_model_dir, runtime_for
 from workbench.errors import NotFoundError, UsageError
 from workbench.gate.sources import Figure, Source
@@ -37,7 +37,9 @@ from workbench.measure.load.engine import ServedStep, Target, run_profile
 from workbench.measure.load.payloads import PayloadFiles, fetch_input_specs, npz_batches, random_batches, write_payloads
 from workbench.measure.load.profiles import LoadProfile, load_profile
 from workbench.measure.server import HOST, HarnessServer
+from workbench.metrics import CAUTION_FLAGS, UNTRUSTED_FLAGS, flag_set
 from workbench.report.schema import Measurement
+from workbench.stats import round_order
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -73,16 +75,16 @@ class Contender:
 
     label: str
     model_path: Path
-    settings: ServingSettings
+    settings: ServingConfig
     model_name: str
     bundle: bool = False  # a bundle directory, served with ``serve DIR``
 
 
-def model_contender(label: str, path: Path, settings: ServingSettings | None = None) -> Contender:
+def model_contender(label: str, path: Path, settings: ServingConfig | None = None) -> Contender:
     """A model file (``.onnx``, or a torch artifact directory) served with ``settings``."""
     if not path.exists():
         raise NotFoundError(f"--{label}-model {path} does not exist")
-    settings = settings or ServingSettings()
+    settings = settings or ServingConfig()
     if "name" not in settings.runtime.model_fields_set:
         runtime = settings.runtime.model_copy(update={"name": runtime_for(path)})
         settings = settings.model_copy(update={"runtime": runtime})
@@ -114,7 +116,7 @@ def _model_dir_contender(label: str, directory: Path) -> Contender:
     except (OSError, ValueError) as exc:
         raise UsageError(f"--{label}-bundle {directory}: {exc}") from None
     settings.setdefault("runtime", {}).setdefault("name", runtime_for(model.path))
-    return Contender(label, model.path, ServingSettings.model_validate(settings), model.name)
+    return Contender(label, model.path, ServingConfig.model_validate(settings), model.name)
 
 
 class _BundleServer(HarnessServer):
@@ -137,11 +139,11 @@ class InterleavedRun:
 def interleave_rounds(
     measure: Callable[[str, int], Mapping[str, Mapping[str, float | None]]], labels: Sequence[str], rounds: int
 ) -> RoundFigures:
-    """Call ``measure(label, round)`` for each label in every round, in ABBA order (the first label
-    leads in even rounds, the last in odd ones); collect case → figure → per-round values by label."""
+    """Call ``measure(label, round)`` for each label in every round, in ``round_order`` (for two labels ABBA:
+    the first leads in even rounds, the other in odd ones); collect case → figure → per-round values by label."""
     collected: RoundFigures = {label: {} for label in labels}
     for index in range(rounds):
-        for label in labels if index % 2 == 0 else list(reversed(labels)):
+        for label in round_order(labels, index):
             for case, figures in measure(label, index).items():
                 per_case = collected[label].setdefault(case, {})
                 for name, value in figures.items():
@@ -208,11 +210,11 @@ def _round_figures(m: Measurement) -> dict[str, float | None]:
 
 def _flags(label: str, index: int, steps: Sequence[ServedStep]) -> list[str]:
     """Flags that make a round's figures untrustworthy (a saturated generator, errors, never settled)."""
-    worrying = {"generator_saturated", "errors", "unsettled", "few_requests"}
+    worrying = UNTRUSTED_FLAGS | CAUTION_FLAGS
     return [
-        f"round {index + 1} {label} {step.measurement.step}: {', '.join(sorted(worrying & set(step.measurement.flags)))}"
+        f"round {index + 1} {label} {step.measurement.step}: {', '.join(sorted(worrying & flag_set(step.measurement.flags)))}"
         for step in steps
-        if worrying & set(step.measurement.flags)
+        if worrying & flag_set(step.measurement.flags)
     ]
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Scrape", "breakdown", "scrape"]
+from workbench.errors import MeasurementError
+
+__all__ = ["Scrape", "breakdown", "metrics_text", "scrape"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +39,28 @@ class _Histogram:
 Scrape = dict[str, _Histogram]
 
 
-def scrape(url: str, model: str | None = None) -> Scrape:
-    """Every histogram at ``url/metrics`` (series of ``model`` only, when they carry a model label)."""
+def metrics_text(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> str:
+    """The Prometheus text at ``url/metrics``: the one scrape of a server's metrics (load steps, canary watch)."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/metrics", timeout=SCRAPE_TIMEOUT_S)
+        response = httpx.get(f"{url.rstrip('/')}/metrics", timeout=timeout_s)
     except httpx.HTTPError as exc:
-        logger.debug("no metrics at %s: %s", url, exc)
-        return {}
+        raise MeasurementError(f"{url}/metrics did not answer: {exc}") from exc
     if response.status_code != 200:
+        raise MeasurementError(f"{url}/metrics answered {response.status_code}")
+    return response.text
+
+
+def scrape(url: str, model: str | None = None) -> Scrape:
+    """Every histogram at ``url/metrics`` (series of ``model`` only, when they carry a model label).
+
+    A target without metrics gives an empty scrape: the breakdown is extra, not the measurement."""
+    try:
+        text = metrics_text(url)
+    except MeasurementError as exc:
+        logger.debug("no metrics: %s", exc)
         return {}
     try:
-        return _histograms(response.text, model)
+        return _histograms(text, model)
     except (ValueError, KeyError, IndexError) as exc:  # not Prometheus text: no breakdown, not a failure
         logger.debug("unreadable metrics at %s: %s", url, exc)
         return {}

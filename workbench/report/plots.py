@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from workbench.metrics import UNTRUSTED_FLAGS
+from workbench.metrics import UNTRUSTED_FLAGS, is_untrusted
 from workbench.report.findings import LATENCY_LADDER, Findings
 
 __all__ = ["Plot", "run_plots"]
@@ -71,10 +71,6 @@ def _colors(findings: Findings) -> dict[str, str]:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
 
 
-def _untrusted(flags: Any) -> bool:
-    return bool(UNTRUSTED_FLAGS & set(str(flags or "").split(",")))
-
-
 def _bound_line(axes: Axes, findings: Findings, column: str, *, vertical: bool = False) -> None:
     bound = findings.inputs.constraints.get(column)
     if bound is None or bound.max is None:
@@ -108,7 +104,7 @@ def served_curves(findings: Findings) -> Plot | None:
         for _, step in steps.iterrows():
             axes.annotate(str(step["step"]), (step["throughput_rps"], step[latency]), fontsize=7, alpha=0.7,
                           xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        bad = steps[steps["flags"].map(_untrusted)]
+        bad = steps[steps["flags"].map(is_untrusted)]
         axes.scatter(bad["throughput_rps"], bad[latency], s=120, facecolors="none", edgecolors="#d62728", zorder=3)
     _bound_line(axes, findings, latency)
     axes.set(xlabel="throughput (requests/s)", ylabel=f"{latency.removeprefix('latency_ms_')} latency (ms)")
