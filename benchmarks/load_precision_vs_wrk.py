@@ -27,7 +27,7 @@ from pathlib import Path
 
 from _wrk import run_wrk
 
-from serving_harness.config import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingConfig
 from workbench.data import load_dataset
 from workbench.measure.load.engine import Target, run_profile
 from workbench.measure.load.payloads import dataset_batches, write_payloads
@@ -64,7 +64,7 @@ def main() -> int:
     spec = ModelSpec(source="example", name="digits")
     source = load_source_model(spec)
     dataset = load_dataset(DataSpec(), spec)
-    settings = ServingSettings(runtime=RuntimeSettings(name="torch", intra_op_threads=1, inter_op_threads=1))
+    settings = ServingConfig(runtime=RuntimeSettings(name="torch", intra_op_threads=1, inter_op_threads=1))
     windows = max(3, args.duration_s)
     profile = load_profile(
         {

@@ -35,8 +35,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workbench.data.examples import CORPUS_MODULES, sentence_corpus, sentences_from  # noqa: E402
-from workbench.models.examples.minilm import MiniLMEmbedder, load_tokenizer, pretrained_minilm  # noqa: E402
+from workbench.examples.minilm import MiniLMEmbedder, load_tokenizer, pretrained_minilm  # noqa: E402
+from workbench.examples.sentences import CORPUS_MODULES, sentence_corpus, sentences_from  # noqa: E402
 
 DISTILL_MODULES = (
     "email.message", "http.client", "http.server", "socket", "ssl", "sqlite3", "xml.etree.ElementTree",

@@ -3,7 +3,7 @@
 It ships inside bundles and never imports ``workbench``.
 """
 
-from serving_harness.config import BatchingSettings, LimitsSettings, RuntimeSettings, ServingSettings
+from serving_harness.config import BatchingSettings, LimitsSettings, RuntimeSettings, ServingConfig
 
-__all__ = ["BatchingSettings", "LimitsSettings", "RuntimeSettings", "ServingSettings"]
+__all__ = ["BatchingSettings", "LimitsSettings", "RuntimeSettings", "ServingConfig"]
 __version__ = "0.1.0"

@@ -15,30 +15,41 @@ it off) and their fallback. ``--canary`` serves two bundles of one model behind 
 back with ``curl -X POST URL/v2/canary -d '{"weight": 0}'`` (or ``workbench canary URL --rollback``).
 
 Settings, lowest to highest precedence: defaults, ``SH_*`` environment variables, the directory's
-serving.json, ``--settings-json`` (a file or inline JSON), the flags. Once listening, one JSON line
-``{"event": "listening", "host": ..., "port": ..., "url": ...}`` goes to stdout (port 0 picks a
-free port); logs are JSON lines on stderr. Exit status: 0 after a drained shutdown, 2 for bad input
-(a refused bundle included); ``verify`` exits 1 when a check fails.
+serving.json, ``--settings-json`` (a file or inline JSON), the flags. This module is the only place
+that reads ``SH_*`` variables (``settings_from_environment``): a ServingConfig built anywhere else is
+exactly what its caller wrote. Once listening, one JSON line ``{"event": "listening", "host": ...,
+"port": ..., "url": ...}`` goes to stdout (port 0 picks a free port); logs are JSON lines on stderr.
+Exit status: 0 after a drained shutdown; a HarnessError is one line on stderr and its exit code, 2 for
+bad input (a flag, an SH_* variable, a settings file, a refused bundle); ``verify`` exits 1 when a
+check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from serving_harness.bundle import LoadedBundle, is_bundle, load_bundle, verify_bundle
 from serving_harness.canary import CanarySplit
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
+from serving_harness.errors import BadInput, BundleError, HarnessError, validation_message
 from serving_harness.model import ModelConfig
 from serving_harness.model_dir import load_model_dir, runtime_for
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE
 
-# flag (argparse dest) -> dotted ServingSettings field
+# flag (argparse dest) -> dotted ServingConfig field
 _SETTING_FLAGS = {
     "runtime": "runtime.name",
     "threads": "runtime.intra_op_threads",
@@ -55,18 +66,34 @@ _SETTING_FLAGS = {
 }
 
 
+ENV_PREFIX = "SH_"
+ENV_NESTED_DELIMITER = "__"  # SH_BATCHING__MAX_BATCH_SIZE=32 sets batching.max_batch_size
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run it; return the exit status."""
+    """Parse the command line and run it; return the exit status (a HarnessError is one line on stderr)."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except HarnessError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        sys.stderr.write(f"serving_harness: {message}\n")
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(args)
-    try:
-        if args.canary or _bundle_source(args):
-            return _serve_bundles(args, resolve_bundles(args))
-        model, settings = resolve(args)
-    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError, so is BundleError
-        sys.stderr.write(f"serving_harness: {exc}\n")
-        return 2
+    if args.canary or _bundle_source(args):
+        with _as_bad_input():
+            plan = resolve_bundles(args, os.environ)
+        return _serve_bundles(args, plan)
+    with _as_bad_input():
+        model, settings = resolve(args, os.environ)
+    return _serve_model(args, model, settings)
+
+
+def _serve_model(args: argparse.Namespace, model: ModelConfig, settings: ServingConfig) -> int:
     from serving_harness.server import serve  # imported late: parsing errors stay fast
 
     serve(
@@ -81,18 +108,92 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def resolve(args: argparse.Namespace) -> tuple[ModelConfig, ServingSettings]:
-    """The model and settings a parsed ``serve`` command line asks for."""
-    model, data = _model_and_file_settings(args)
+@contextlib.contextmanager
+def _as_bad_input() -> Iterator[None]:
+    """What the operator gave (a path, JSON, a setting) failing to load is bad input: BadInput, exit 2."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except ValidationError as exc:
+        raise BadInput(f"serving settings: {validation_message(exc)}") from exc
+    except (ValueError, OSError) as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ServingConfig fields the ``SH_*`` variables in ``environ`` set, as nested data.
+
+    ``SH_AUTH_TOKEN=t`` sets ``auth_token``; ``SH_BATCHING__MAX_BATCH_SIZE=32`` sets a nested field;
+    tuples and whole sections take JSON (``SH_RUNTIME__EXECUTION_PROVIDERS='["CPUExecutionProvider"]'``).
+    Names are case-insensitive. An ``SH_`` variable that names no field is BadInput: a misspelt
+    ``SH_AUTH_TOKEN`` must not leave a server open.
+    """
+    data: dict[str, Any] = {}
+    for variable, value in sorted(environ.items()):
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        path = variable[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        field = _setting_field(path)
+        if field is None:
+            raise BadInput(f"{variable} names no serving setting (see python -m serving_harness serve --help)")
+        data = _merge(data, _nested(".".join(path), _environment_value(variable, value, field.annotation)))
+    return data
+
+
+def _setting_field(path: list[str]) -> FieldInfo | None:
+    """The ServingConfig field at ``path`` (``["batching", "max_batch_size"]``); None when there is none."""
+    model: type[BaseModel] = ServingConfig
+    *sections, name = path
+    for section in sections:
+        annotation = model.model_fields[section].annotation if section in model.model_fields else None
+        if not _is_section(annotation):
+            return None
+        model = annotation
+    return model.model_fields.get(name)
+
+
+def _is_section(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _environment_value(variable: str, value: str, annotation: Any) -> Any:
+    """A section or a tuple is JSON; a scalar stays a string for pydantic to convert (and check)."""
+    if not (_is_section(annotation) or typing.get_origin(annotation) is tuple):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise BadInput(f"{variable} must be JSON here: {exc}") from None
+
+
+def _environment_variables() -> list[tuple[str, str]]:
+    """Every SH_* variable ``serve`` reads, with its field's description, for ``serve --help``."""
+    found: list[tuple[str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if _is_section(field.annotation):
+                walk(field.annotation, f"{prefix}{name.upper()}{ENV_NESTED_DELIMITER}")
+            else:
+                found.append((f"{prefix}{name.upper()}", field.description or ""))
+
+    walk(ServingConfig, ENV_PREFIX)
+    return found
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> tuple[ModelConfig, ServingConfig]:
+    """The model and settings a parsed ``serve`` command line asks for (``environ``: the SH_* variables to apply)."""
+    model, file_data = _model_and_file_settings(args)
     if args.name:
         model = dataclasses.replace(model, name=args.name)
     if args.model_version:
         model = dataclasses.replace(model, version=args.model_version)
-    data = _overrides(args, data)
+    data = _overrides(args, _merge(settings_from_environment(environ or {}), file_data))
     runtime = data.setdefault("runtime", {})
-    if "name" not in runtime and "SH_RUNTIME__NAME" not in {k.upper() for k in os.environ}:
+    if "name" not in runtime:
         runtime["name"] = runtime_for(model.path)
-    return model, ServingSettings(**data)
+    return model, ServingConfig(**data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,29 +201,36 @@ class BundlePlan:
     """What ``serve BUNDLE`` or ``serve --canary A B`` will serve."""
 
     models: list[ModelConfig]
-    settings: ServingSettings
+    settings: ServingConfig
     canary: CanarySplit | None
     bundles: list[LoadedBundle]
 
 
-def resolve_bundles(args: argparse.Namespace) -> BundlePlan:
-    """Load (and check) the bundle or the two canary bundles a parsed ``serve`` command line names."""
+def resolve_bundles(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> BundlePlan:
+    """Load (and check) the bundle or the two canary bundles a parsed ``serve`` command line names.
+
+    ``environ``'s SH_* variables apply under each bundle's serving.json (a deployment's SH_AUTH_TOKEN).
+    """
     if args.model or args.model_version or args.workers > 1:
-        raise ValueError("a bundle names its own model and version and runs one worker: drop --model, "
+        raise BadInput("a bundle names its own model and version and runs one worker: drop --model, "
                          "--model-version and --workers (run more replicas instead)")  # fmt: skip
     sources = args.canary or [args.source]
     bundles = [load_bundle(Path(source), digest=args.digest) for source in sources]
     if args.verify:
         for bundle in bundles:
             _require_golden(bundle)
-    settings = [
-        ServingSettings(**_overrides(args, b.settings.model_dump(mode="json", exclude_none=True))) for b in bundles
-    ]
+    environment = settings_from_environment(environ or {})
+    settings = [ServingConfig(**_overrides(args, _merge(environment, _as_written(b.settings)))) for b in bundles]
     models = [b.model_config(s, drift=not args.no_drift) for b, s in zip(bundles, settings, strict=True)]
     if args.name:
         models = [_renamed(m, args.name) for m in models]
     canary = _canary(args, bundles, models[0].name) if args.canary else None
     return BundlePlan(models=models, settings=settings[0], canary=canary, bundles=bundles)
+
+
+def _as_written(settings: ServingConfig) -> dict[str, Any]:
+    """The fields serving.json set: a null or a field it left out leaves room for an SH_* variable."""
+    return settings.model_dump(mode="json", exclude_unset=True, exclude_none=True)
 
 
 def _renamed(model: ModelConfig, name: str) -> ModelConfig:
@@ -133,9 +241,9 @@ def _renamed(model: ModelConfig, name: str) -> ModelConfig:
 def _canary(args: argparse.Namespace, bundles: list[LoadedBundle], name: str) -> CanarySplit:
     stable, candidate = bundles
     if stable.name != candidate.name:
-        raise ValueError(f"a canary serves two versions of one model, got {stable.name!r} and {candidate.name!r}")
+        raise BadInput(f"a canary serves two versions of one model, got {stable.name!r} and {candidate.name!r}")
     if (stable.manifest.inputs, stable.manifest.outputs) != (candidate.manifest.inputs, candidate.manifest.outputs):
-        raise ValueError(f"{candidate.path} takes or returns other tensors than {stable.path}: not a drop-in canary")
+        raise BadInput(f"{candidate.path} takes or returns other tensors than {stable.path}: not a drop-in canary")
     slo = {b.version: b.manifest.slo.model_dump(mode="json") for b in bundles}
     return CanarySplit(
         name, stable=stable.version, candidate=candidate.version, weight=args.weight,
@@ -144,7 +252,7 @@ def _canary(args: argparse.Namespace, bundles: list[LoadedBundle], name: str) ->
 
 
 def _require_golden(bundle: LoadedBundle) -> None:
-    from serving_harness.bundle import BundleError, golden_checks
+    from serving_harness.bundle import golden_checks
 
     failed = [check for check in golden_checks(bundle) if not check.ok]
     if failed:
@@ -184,8 +292,7 @@ def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     if not Path(args.bundle).is_dir():
-        sys.stderr.write(f"serving_harness: {args.bundle} is not a directory\n")
-        return 2
+        raise BadInput(f"{args.bundle} is not a directory")
     report = verify_bundle(args.bundle, digest=args.digest, golden=not args.no_golden)
     for check in report.checks:
         sys.stdout.write(f"{'ok' if check.ok else 'FAILED':6} {check.name}: {check.detail}\n")
@@ -196,20 +303,23 @@ def _verify(args: argparse.Namespace) -> int:
 def _model_and_file_settings(args: argparse.Namespace) -> tuple[ModelConfig, dict[str, Any]]:
     source = args.source or args.model
     if source is None:
-        raise ValueError("give a model directory (serve DIR) or --model PATH")
+        raise BadInput("give a model directory (serve DIR) or --model PATH")
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise BadInput(f"{path} does not exist")
     if path.is_dir() and not (path / TORCH_MODEL_FILE).is_file():
         return load_model_dir(path)
     return ModelConfig(name=path.stem if path.is_file() else path.resolve().name, path=path), {}
 
 
 def _json_argument(value: str) -> dict[str, Any]:
-    text = Path(value).read_text() if not value.lstrip().startswith("{") else value
-    data = json.loads(text)
+    try:
+        text = Path(value).read_text() if not value.lstrip().startswith("{") else value
+        data = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--settings-json: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("--settings-json must be a JSON object")
+        raise BadInput("--settings-json must be a JSON object")
     return data
 
 
@@ -235,7 +345,62 @@ def _print_listening(host: str, port: int) -> None:
 
 
 def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(",") if part.strip())
+    """``--preferred-batch-sizes 8,16``: positive integers."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 8,16, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected batch sizes of at least 1, got {text!r}")
+    return sizes
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            expected = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+def _share(text: str) -> float:
+    """``--weight``: a share of traffic in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a share of traffic in [0, 1], got {text!r}")
+    return value
+
+
+def _setting(dotted: str) -> Callable[[str], Any]:
+    """An argparse type that checks a flag as the ServingConfig field ``dotted`` does: one source of bounds."""
+    field = _setting_field(dotted.split("."))
+    assert field is not None, f"{dotted} is not a ServingConfig field"  # a typo in _add_setting_flags
+    checked: Any = (
+        typing.cast(Any, Annotated)[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    )
+    adapter: TypeAdapter[Any] = TypeAdapter(checked)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.errors()[0]['msg']}, got {text!r}") from None
+
+    return parse
+
+
+PORT = _integer(0, 65535)  # 0: any free port, reported on stdout
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -243,30 +408,24 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m serving_harness", description="Serve a model over the Open Inference Protocol v2."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve a model over OIP v2 (HTTP/REST)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model over OIP v2 (HTTP/REST)",
+        epilog=_environment_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("source", nargs="?", help="a model directory (artifact + serving.json [+ manifest.json])")
     serve.add_argument("--model", help="an .onnx file or a torch artifact directory (with model.json)")
     serve.add_argument("--name", help="the model's name in URLs (default: the file or directory name)")
     serve.add_argument("--model-version", help="the model's version (default 1)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (reported on stdout)")
-    serve.add_argument("--workers", type=int, default=1, help="server processes on the one port")
+    serve.add_argument("--port", type=PORT, default=8000, help="0..65535; 0 picks a free port (reported on stdout)")
+    serve.add_argument("--workers", type=_integer(1), default=1, help="server processes on the one port")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--settings-json", help="ServingSettings as a JSON file or inline JSON")
-    serve.add_argument("--runtime", choices=["onnxruntime", "torch", "tensorrt"])
-    serve.add_argument("--threads", type=int, help="intra-op threads per instance")
-    serve.add_argument("--instances", type=int, help="model instances (each its own runtime and thread)")
-    serve.add_argument("--max-batch-size", type=int)
-    serve.add_argument("--max-queue-delay-us", type=int)
-    serve.add_argument("--preferred-batch-sizes", type=_sizes, help="comma-separated, e.g. 8,16")
-    serve.add_argument("--max-queue-size", type=int)
-    serve.add_argument("--request-timeout-s", type=float)
-    serve.add_argument("--max-body-bytes", type=int)
-    serve.add_argument("--auth-token", help="bearer token (prefer the SH_AUTH_TOKEN environment variable)")
-    serve.add_argument("--rate-limit-rps", type=float)
-    serve.add_argument("--cache-size", type=int)
+    serve.add_argument("--settings-json", help="ServingConfig as a JSON file or inline JSON")
+    _add_setting_flags(serve)
     serve.add_argument("--canary", nargs=2, metavar=("STABLE", "CANDIDATE"), help="two bundles of one model")
-    serve.add_argument("--weight", type=float, default=0.1, help="the candidate's share of traffic (--canary)")
+    serve.add_argument("--weight", type=_share, default=0.1, help="the candidate's share of traffic (--canary)")
     serve.add_argument("--sticky-header", help="route by a hash of this header when a request has it (--canary)")
     serve.add_argument("--verify", action="store_true", help="run the bundle's golden check before listening")
     serve.add_argument("--digest", help="the sha256 manifest.json must have (pins the whole bundle)")
@@ -276,6 +435,33 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--digest", help="the sha256 manifest.json must have")
     verify.add_argument("--no-golden", action="store_true", help="checksums only")
     return parser
+
+
+def _add_setting_flags(serve: argparse.ArgumentParser) -> None:
+    """The flags that set one ServingConfig field each (see _SETTING_FLAGS), checked as the field is."""
+    serve.add_argument("--runtime", choices=["onnxruntime", "torch", "tensorrt"])
+    serve.add_argument("--threads", type=_setting("runtime.intra_op_threads"), help="intra-op threads per instance")
+    serve.add_argument("--instances", type=_setting("instances"), help="model instances (each its own runtime)")
+    serve.add_argument("--max-batch-size", type=_setting("batching.max_batch_size"))
+    serve.add_argument("--max-queue-delay-us", type=_setting("batching.max_queue_delay_us"))
+    serve.add_argument("--preferred-batch-sizes", type=_sizes, help="comma-separated, e.g. 8,16")
+    serve.add_argument("--max-queue-size", type=_setting("limits.max_queue_size"))
+    serve.add_argument("--request-timeout-s", type=_setting("limits.request_timeout_s"))
+    serve.add_argument("--max-body-bytes", type=_setting("limits.max_body_bytes"))
+    serve.add_argument("--auth-token", help="bearer token (prefer the SH_AUTH_TOKEN environment variable)")
+    serve.add_argument("--rate-limit-rps", type=_setting("rate_limit_rps"))
+    serve.add_argument("--cache-size", type=_setting("cache_size"))
+
+
+def _environment_epilog() -> str:
+    lines = [
+        "environment: SH_<FIELD> sets a ServingConfig field and SH_<SECTION>__<FIELD> a nested one (names are",
+        "case-insensitive; tuples and whole sections take JSON). They apply over the defaults and under",
+        "serving.json, --settings-json and the flags; an SH_ variable that names no field is refused.",
+    ]
+    width = max(len(name) for name, _ in _environment_variables())
+    lines += [f"  {name:<{width}}  {about}".rstrip() for name, about in _environment_variables()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

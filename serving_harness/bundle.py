@@ -4,7 +4,7 @@
 
     manifest.json          what the bundle is (name, semver version, source run, lineage, SLOs, accuracy,
                            input/output schema) and the sha256 of every other file
-    serving.json           ServingSettings as measured
+    serving.json           ServingConfig as measured
     model/model.onnx       the artifact
     golden/                inputs.npz, outputs.npz (and fallback-outputs.npz): checked with tolerances
     drift/baseline.json    the drift baseline (serving_harness.drift)
@@ -34,7 +34,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from serving_harness.config import LimitsSettings, ServingSettings
+from serving_harness.config import LimitsSettings, ServingConfig
+from serving_harness.errors import BundleError, validation_message
 from serving_harness.model import ModelConfig
 from serving_harness.runtimes import create_runtime
 from serving_harness.runtimes.base import TensorSpec
@@ -68,10 +69,6 @@ SEMVER = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
-
-
-class BundleError(ValueError):
-    """A bundle that is incomplete, tampered with, or fails its golden check; the message names the file."""
 
 
 class _Frozen(BaseModel):
@@ -155,7 +152,7 @@ class LoadedFallback:
 
     variant: str
     artifact: Path
-    settings: ServingSettings
+    settings: ServingConfig
     primary_timeout_s: float
 
 
@@ -167,7 +164,7 @@ class LoadedBundle:
     name: str
     version: str
     artifact: Path
-    settings: ServingSettings
+    settings: ServingConfig
     manifest: BundleManifest
     fallback: LoadedFallback | None = None
     drift_baseline: Path | None = None
@@ -177,7 +174,7 @@ class LoadedBundle:
         """sha256 of manifest.json: pins the whole bundle (the manifest pins every other file)."""
         return file_sha256(self.path / MANIFEST_FILE)
 
-    def model_config(self, settings: ServingSettings | None = None, *, drift: bool = True) -> ModelConfig:
+    def model_config(self, settings: ServingConfig | None = None, *, drift: bool = True) -> ModelConfig:
         """The ModelConfig that serves this bundle (with ``settings`` in place of serving.json's, if given).
 
         With a fallback, the primary's request timeout is cut to ``primary_timeout_s`` so a slow
@@ -203,7 +200,7 @@ class LoadedBundle:
         )
 
 
-def _with_timeout(settings: ServingSettings, timeout_s: float) -> ServingSettings:
+def _with_timeout(settings: ServingConfig, timeout_s: float) -> ServingConfig:
     if settings.limits.request_timeout_s <= timeout_s:
         return settings
     limits = LimitsSettings(**{**settings.limits.model_dump(), "request_timeout_s": timeout_s})
@@ -262,9 +259,7 @@ def read_manifest(root: Path) -> BundleManifest:
     try:
         return BundleManifest.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise BundleError(f"{path}: {where}: {first['msg']}") from None
+        raise BundleError(f"{path}: {validation_message(exc)}") from None
 
 
 def _check_digest(root: Path, expected: str | None) -> None:
@@ -272,11 +267,14 @@ def _check_digest(root: Path, expected: str | None) -> None:
         raise BundleError(f"{root / MANIFEST_FILE}: sha256 differs from the pinned digest {expected}")
 
 
-def _settings(root: Path, name: str) -> ServingSettings:
+def _settings(root: Path, name: str) -> ServingConfig:
     data = json.loads((root / name).read_text())
     if not isinstance(data, dict):
-        raise BundleError(f"{root / name}: must hold a JSON object (ServingSettings)")
-    return ServingSettings(**data)
+        raise BundleError(f"{root / name}: must hold a JSON object (ServingConfig)")
+    try:
+        return ServingConfig(**data)
+    except ValidationError as exc:
+        raise BundleError(f"{root / name}: {validation_message(exc)}") from None
 
 
 def load_bundle(path: Path | str, *, digest: str | None = None) -> LoadedBundle:
@@ -369,7 +367,7 @@ def golden_checks(bundle: LoadedBundle) -> list[Check]:
 
 
 def _golden(
-    name: str, artifact: Path, settings: ServingSettings, inputs: dict[str, np.ndarray], root: Path, spec: GoldenSpec
+    name: str, artifact: Path, settings: ServingConfig, inputs: dict[str, np.ndarray], root: Path, spec: GoldenSpec
 ) -> Check:
     expected = _read_npz(root / spec.outputs)
     try:

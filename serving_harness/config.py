@@ -1,12 +1,13 @@
-"""ServingSettings: everything about serving a model that needs no rebuild.
+"""ServingConfig: everything about serving a model that needs no rebuild.
 
-The same object is swept by the workbench, recorded in reports and shipped in bundles as
-``serving.json``. Environment variables with the prefix ``SH_`` override it when serving
-(``SH_BATCHING__MAX_BATCH_SIZE=32``).
+The same frozen value is swept by the workbench, recorded in reports and shipped in bundles as
+``serving.json``. Building one never reads the environment: the ``SH_*`` variables are applied by
+``python -m serving_harness serve`` alone (see ``serving_harness.__main__``), so a shell that exports
+``SH_AUTH_TOKEN`` cannot turn auth on in the lab's own servers.
 
 Example::
 
-    settings = ServingSettings(
+    config = ServingConfig(
         runtime=RuntimeSettings(name="onnxruntime", intra_op_threads=1),
         instances=2,
         batching=BatchingSettings(max_batch_size=32, max_queue_delay_us=500),
@@ -18,7 +19,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RuntimeName = Literal["onnxruntime", "torch", "tensorrt"]
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
@@ -31,20 +31,24 @@ class _Frozen(BaseModel):
 class RuntimeSettings(_Frozen):
     """Which runtime runs the model, and its knobs."""
 
-    name: RuntimeName = "onnxruntime"
+    name: RuntimeName = Field(default="onnxruntime", description="onnxruntime, torch or tensorrt.")
     intra_op_threads: int = Field(default=1, ge=0, description="Threads inside one op (0 = runtime default).")
     inter_op_threads: int = Field(default=1, ge=0, description="Threads across ops (0 = runtime default).")
-    graph_optimization_level: GraphOptimizationLevel = "all"
-    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    graph_optimization_level: GraphOptimizationLevel = Field(
+        default="all", description="onnxruntime graph optimizations: disable, basic, extended or all."
+    )
+    execution_providers: tuple[str, ...] = Field(
+        default=("CPUExecutionProvider",), description='onnxruntime providers, first preferred (JSON: ["..."]).'
+    )
     device: str = Field(default="cpu", description="torch device for the torch runtimes: cpu or cuda[:N].")
 
 
 class BatchingSettings(_Frozen):
     """Dynamic batching: a batch is cut at max_batch_size or after max_queue_delay_us."""
 
-    max_batch_size: int = Field(default=1, ge=1)
-    max_queue_delay_us: int = Field(default=0, ge=0)
-    preferred_batch_sizes: tuple[int, ...] = ()
+    max_batch_size: int = Field(default=1, ge=1, description="Rows in one batch at most (1 = no batching).")
+    max_queue_delay_us: int = Field(default=0, ge=0, description="How long a batch waits to fill, in microseconds.")
+    preferred_batch_sizes: tuple[int, ...] = Field(default=(), description="Sizes a batch is cut at (JSON: [8, 16]).")
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> BatchingSettings:
@@ -57,16 +61,14 @@ class BatchingSettings(_Frozen):
 class LimitsSettings(_Frozen):
     """Admission limits: what the server refuses before it does any work."""
 
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Request body size before 413.")
     max_queue_size: int = Field(default=1024, ge=1, description="Queued requests per model before 503.")
-    request_timeout_s: float = Field(default=30.0, gt=0)
-    retry_after_s: int = Field(default=1, ge=0)
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Seconds a request may wait before 504.")
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with 429 and 503.")
 
 
-class ServingSettings(BaseSettings):
-    """How a model is served. Swept by the workbench, shipped in bundles as serving.json."""
-
-    model_config = SettingsConfigDict(env_prefix="SH_", env_nested_delimiter="__", frozen=True, extra="forbid")
+class ServingConfig(_Frozen):
+    """How a model is served (keyword-only, frozen). Swept by the workbench, shipped in bundles as serving.json."""
 
     runtime: RuntimeSettings = RuntimeSettings()
     instances: int = Field(default=1, ge=1, description="Model instances (threads) that run batches.")

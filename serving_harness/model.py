@@ -17,7 +17,7 @@ import numpy as np
 
 from serving_harness.batcher import Batcher, InferOutcome
 from serving_harness.cache import PredictionCache
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.drift import DriftMonitor, load_baseline
 from serving_harness.errors import ModelNotReady
 from serving_harness.fallback import infer_with_fallback
@@ -42,7 +42,7 @@ class ModelConfig:
     name: str
     path: Path
     version: str = "1"
-    settings: ServingSettings | None = None
+    settings: ServingConfig | None = None
     drift_baseline: Path | None = None
     fallback: ModelConfig | None = None
 
@@ -56,7 +56,7 @@ class ModelState(StrEnum):
 class ServedModel:
     """Loads ``settings.instances`` runtimes for one model and serves requests through a batcher."""
 
-    def __init__(self, config: ModelConfig, settings: ServingSettings, metrics: ModelMetrics) -> None:
+    def __init__(self, config: ModelConfig, settings: ServingConfig, metrics: ModelMetrics) -> None:
         self.config = config
         self.settings = config.settings or settings
         self.metrics = metrics

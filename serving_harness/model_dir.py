@@ -1,7 +1,7 @@
 """Model directories: what ``python -m serving_harness serve DIR`` reads.
 
 A directory holds the artifact (``model.onnx``, another single ``.onnx`` file, or a torch artifact
-directory with ``model.json``), an optional ``serving.json`` (ServingSettings) and an optional
+directory with ``model.json``), an optional ``serving.json`` (ServingConfig) and an optional
 ``manifest.json``. This is the hook for bundles: a bundle is such a directory whose manifest names
 the model (``"name"``) and its artifact (``"artifact"``, relative to the directory).
 """

@@ -25,7 +25,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
+from serving_harness.errors import BadInput
 from serving_harness.log import configure_logging
 from serving_harness.model import ModelConfig
 from serving_harness.protocol.rest import create_app
@@ -39,7 +40,7 @@ OnListening = Callable[[str, int], None]
 
 def serve(
     models: Sequence[ModelConfig],
-    settings: ServingSettings,
+    settings: ServingConfig,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -62,12 +63,12 @@ def serve(
     logger.info("server stopped")
 
 
-def uvicorn_config(app: Starlette, settings: ServingSettings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: Starlette, settings: ServingConfig, **overrides: Any) -> uvicorn.Config:
     """uvicorn settings for serving: uvloop, httptools, no access log, our logging, bounded drain."""
     return uvicorn.Config(app, **_uvicorn_options(settings, **overrides))
 
 
-def _uvicorn_options(settings: ServingSettings, **overrides: Any) -> dict[str, Any]:
+def _uvicorn_options(settings: ServingConfig, **overrides: Any) -> dict[str, Any]:
     return {
         "loop": "uvloop",
         "http": "httptools",
@@ -81,11 +82,18 @@ def _uvicorn_options(settings: ServingSettings, **overrides: Any) -> dict[str, A
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; port 0 picks a free port (read it with ``getsockname()``)."""
+    """A listening TCP socket; port 0 picks a free port (read it with ``getsockname()``).
+
+    BadInput (exit 2 from the command line) when the address cannot be bound: in use, not this host's.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise BadInput(f"cannot listen on {host}:{port}: {exc}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -96,12 +104,12 @@ def app_from_environment() -> Starlette:
     spec = json.loads(os.environ[SPEC_VARIABLE])
     configure_logging(spec["log_level"])
     models = [ModelConfig(name=m["name"], path=Path(m["path"]), version=m["version"]) for m in spec["models"]]
-    return create_app(models, ServingSettings(**spec["settings"]))
+    return create_app(models, ServingConfig(**spec["settings"]))
 
 
 def _serve_workers(
     models: Sequence[ModelConfig],
-    settings: ServingSettings,
+    settings: ServingConfig,
     *,
     host: str,
     port: int,

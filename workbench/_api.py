@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 import workbench.decide.select as _selection
-from workbench.decide.compare import DEFAULT_METRICS, Comparison
+from workbench.decide.compare import DEFAULT_METRICS, RunComparison
 from workbench.recipe.spec import Bound
-from workbench.report.rundir import RESULTS_FILE, ReportStore
+from workbench.report.rundir import ReportStore
 from workbench.report.schema import RunEnvelope, VariantRecord
 
 if TYPE_CHECKING:  # the bundle package loads ONNX Runtime and the data sources: only export pays for it
@@ -38,12 +38,12 @@ def run(
 
 
 def load_runs(reports: str | Path = "reports", recipe: str | None = None) -> pd.DataFrame:
-    """Every run's results as one DataFrame: a row per variant × measurement, with recipe and run columns."""
+    """Every finished run's results as one DataFrame: a row per variant × measurement, with recipe and
+    run columns. A run whose results file is unreadable raises CorruptRunError naming it."""
     frames = []
     for run_dir in ReportStore(reports).runs(recipe):
-        results = run_dir.path / RESULTS_FILE
-        if results.exists():
-            frame = pd.read_parquet(results)
+        if run_dir.has_results:
+            frame = run_dir.read_results()
             frame.insert(0, "recipe", run_dir.recipe_name)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -52,11 +52,10 @@ def load_runs(reports: str | Path = "reports", recipe: str | None = None) -> pd.
 def load_report(
     run_ref: str | Path, reports: str | Path = "reports"
 ) -> tuple[RunEnvelope, pd.DataFrame, list[VariantRecord]]:
-    """One run: its envelope, its results table and its variant records."""
+    """One run: its envelope, its results table (rebuilt from the records while the run is in progress)
+    and its variant records."""
     run_dir = ReportStore(reports).find(str(run_ref))
-    results = run_dir.path / RESULTS_FILE
-    frame = pd.read_parquet(results) if results.exists() else pd.DataFrame()
-    return run_dir.read_envelope(), frame, run_dir.read_variants()
+    return run_dir.read_envelope(), run_dir.read_results(), run_dir.read_variants()
 
 
 def select(
@@ -109,9 +108,12 @@ def _judging(
     return frame, inputs.constraints, inputs.objective, inputs.price_per_hour
 
 
-def compare(*runs: str | Path, reports: str | Path = "reports", metrics: Sequence[str] = DEFAULT_METRICS) -> Comparison:
-    """Two or more runs side by side (the first is the baseline): ratios with bootstrap intervals
-    and warnings where the environments differ.
+def compare(
+    *runs: str | Path, reports: str | Path = "reports", metrics: Sequence[str] = DEFAULT_METRICS
+) -> RunComparison:
+    """Two or more runs side by side (the first is the baseline): the CI gate's comparison without
+    thresholds (ratios of medians with bootstrap intervals, a verdict word) and warnings where the
+    environments differ.
 
     Example::
 

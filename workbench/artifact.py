@@ -1,4 +1,7 @@
-"""Artifacts: model files with a content hash and the lineage that made them (after Olive's footprint)."""
+"""Artifacts: model files with a content hash and the lineage that made them (after Olive's footprint).
+
+A run records an artifact's path relative to the cache (``recorded_path``), never this machine's absolute folder.
+"""
 
 from __future__ import annotations
 
@@ -66,3 +69,22 @@ def hash_path(path: Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def recorded_path(path: Path, root: Path) -> str:
+    """``path`` as a run records it: relative to ``root`` (the cache, the run folder) when it lies under it.
+
+    A report must mean the same on another machine, so it holds no absolute folder of this one. A path outside
+    ``root`` (a model file named by the user) stays absolute: there is nothing shared to anchor it to.
+    """
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def resolve_recorded_path(recorded: str, root: Path) -> Path:
+    """Where a ``recorded_path`` lies on this machine: under ``root`` when relative; an absolute one (a run
+    recorded before paths were relative, or a file outside ``root``) is taken as it is."""
+    path = Path(recorded)
+    return path if path.is_absolute() else root / path

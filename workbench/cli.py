@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from workbench.errors import WorkbenchError
+from workbench.errors import UsageError, WorkbenchError
 
 app = typer.Typer(
     help=(
@@ -98,10 +98,43 @@ def run(
     if load_workers is not None:
         overrides.append(f"load.workers={load_workers}")
     spec = load_recipe(recipe, overrides)
-    with _progress() as progress:
-        hook = _progress_hook(progress)
-        run_dir = run_recipe(spec, reports=reports, resume=run_ref or resume, hook=hook)
+    opened: dict[str, Any] = {}  # the run, once the runner has opened it (for the interrupt message)
+    try:
+        with _progress() as progress:
+            hook = _progress_hook(progress, opened)
+            run_dir = run_recipe(spec, reports=reports, resume=run_ref or resume, hook=hook)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (RunTerminated): the run is marked interrupted
+        err.print(_interrupted_message(recipe, opened.get("run"), reports), highlight=False, soft_wrap=True)
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     _show_run(run_dir.path)
+
+
+def _interrupted_message(recipe: Path, run_dir: Any, reports: Path) -> str:
+    """What an interrupted `workbench run` prints: which run stopped and the command that finishes it."""
+    where = f" --reports {reports}" if reports != Path("reports") else ""
+    if run_dir is None:
+        return f"interrupted before the run started; `workbench run {recipe}{where}` starts it again"
+    label = f"{run_dir.recipe_name}/{run_dir.run_id}"
+    command = f"workbench run {recipe} --resume --run {label}{where}"
+    return f"interrupted: run {label} stopped (status: interrupted); `{command}` finishes it"
+
+
+def _status_line(run_dir: Any) -> str:
+    """How a run that is not complete stands, in words: failed (and why), interrupted, or running
+    (with the pid writing it, or none: killed, and how to finish it)."""
+    from workbench.sweep.runner import writer_pid
+
+    envelope = run_dir.read_envelope()
+    label = f"{run_dir.recipe_name}/{run_dir.run_id}"
+    finish = f"`workbench run RECIPE --resume --run {label}` finishes it"
+    if envelope.status == "failed":
+        return f"[bold red]run failed:[/] {envelope.summary.get('error', 'no error recorded')}"
+    if envelope.status == "interrupted":
+        return f"[bold yellow]interrupted[/] ({envelope.summary.get('stopped_by', 'stopped')}): {finish}"
+    pid = writer_pid(run_dir)
+    if pid is None:
+        return f"[bold yellow]running, but no process is writing it[/] (killed?): {finish}"
+    return f"[bold]running[/]: process {pid} is writing it"
 
 
 def _progress() -> Progress:
@@ -116,14 +149,16 @@ def _progress() -> Progress:
     )
 
 
-def _progress_hook(progress: Progress) -> Any:
+def _progress_hook(progress: Progress, opened: dict[str, Any]) -> Any:
     task_ids: dict[str, Any] = {}
 
     def hook(event: str, payload: dict[str, Any]) -> None:
         if event == "plan":
-            err.print(
-                f"run [bold]{payload['run'].path}[/] ({payload['done']} of {payload['total']} variants already done)"
-            )
+            opened["run"] = payload["run"]
+            done = f"({payload['done']} of {payload['total']} variants already done)"
+            if payload.get("complete"):
+                done = "is complete: nothing to do (a finished run is never rewritten)"
+            err.print(f"run [bold]{payload['run'].path}[/] {done}")
             task_ids["sweep"] = progress.add_task("variants", total=payload["total"], completed=payload["done"])
         elif event == "variant":
             progress.update(task_ids["sweep"], description=payload["id"])
@@ -137,10 +172,8 @@ def _progress_hook(progress: Progress) -> Any:
 
 
 def _show_run(path: Path) -> None:
-    import pandas as pd
-
     from workbench.report.render import SUMMARY_COLUMNS, summary_rows
-    from workbench.report.rundir import RESULTS_FILE, RunDir
+    from workbench.report.rundir import RunDir
 
     run_dir = RunDir(path)
     envelope = run_dir.read_envelope()
@@ -150,18 +183,18 @@ def _show_run(path: Path) -> None:
             column,
             justify="right" if column not in {"variant", "status", "runtime", "quality", "mode", "flags"} else "left",
         )
-    results = path / RESULTS_FILE
-    if results.exists():
-        for row in summary_rows(pd.read_parquet(results)):
-            table.add_row(*(row[c] for c in SUMMARY_COLUMNS))
+    for row in summary_rows(run_dir.read_results()):
+        table.add_row(*(row[c] for c in SUMMARY_COLUMNS))
     console.print(table)
     summary = envelope.summary
-    if summary.get("best"):
+    if envelope.status != "complete":
+        console.print(_status_line(run_dir), highlight=False, soft_wrap=True)
+    elif summary.get("best"):
         console.print(f"[bold green]best:[/] {summary['best']} — {summary['reason']}")
     elif summary:
         console.print(f"[bold yellow]no selection:[/] {summary.get('reason')}")
-    console.print(f"report: {path / 'report.md'}")
-    html = path / "report.html"
+    console.print(f"report: {run_dir.markdown_path}")
+    html = run_dir.html_path
     console.print(f"html: {html}" if html.exists() else f"html: not written yet (`workbench report open {path}`)")
 
 
@@ -170,20 +203,33 @@ def report_list(
     recipe: Annotated[str | None, typer.Option("--recipe", help="Only this recipe's runs.")] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
-    """List runs, oldest first."""
+    """List runs, oldest first; an unreadable run is listed and marked, the others still show."""
     from workbench.report.rundir import ReportStore
 
     table = Table("run", "created", "status", "variants", "best", header_style="bold")
     for run_dir in ReportStore(reports).runs(recipe):
-        envelope = run_dir.read_envelope()
-        table.add_row(
-            f"{run_dir.recipe_name}/{run_dir.run_id}",
-            f"{envelope.created:%Y-%m-%d %H:%M}",
-            envelope.status,
-            str(len(run_dir.finished_variants())),
-            str(envelope.summary.get("best") or "–"),
-        )
+        table.add_row(*_run_cells(run_dir))
     console.print(table)
+
+
+def _run_cells(run_dir: Any) -> tuple[str, ...]:
+    """One row of `report list`: a broken file marks its run ("unreadable: why") instead of hiding every run."""
+    from workbench.errors import CorruptRunError
+
+    def unreadable(exc: CorruptRunError) -> str:
+        return f"unreadable: {os.path.relpath(exc.path, run_dir.path)}: {exc.problem}"
+
+    try:
+        envelope = run_dir.read_envelope()
+    except CorruptRunError as exc:
+        return run_dir.label, "?", unreadable(exc), "?", "–"
+    status, variants = envelope.status, "?"
+    try:
+        variants = str(len(run_dir.finished_variants()))
+    except CorruptRunError as exc:
+        status = f"{status}; {unreadable(exc)}"
+    best = str(envelope.summary.get("best") or "–")
+    return run_dir.label, f"{envelope.created:%Y-%m-%d %H:%M}", status, variants, best
 
 
 @report_app.command("show")
@@ -191,10 +237,16 @@ def report_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, recipe/run-id, a path, or 'latest'.")],
     reports: ReportsOpt = Path("reports"),
 ) -> None:
-    """Print a run's results table."""
+    """Print a run's results table, and how the run ended when it is not complete.
+
+    Exit status 1 for a failed run with no results (nothing to show but its error).
+    """
     from workbench.report.rundir import ReportStore
 
-    _show_run(ReportStore(reports).find(run_ref).path)
+    run_dir = ReportStore(reports).find(run_ref)
+    _show_run(run_dir.path)
+    if run_dir.read_envelope().status == "failed" and not run_dir.read_variants():
+        raise typer.Exit(1)
 
 
 @report_app.command("schema")
@@ -227,6 +279,21 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
+def _check_endpoint_url(url: str) -> None:
+    """An endpoint is an http(s) URL with a host (and a valid port); anything else is bad input (exit 2)."""
+    from urllib.parse import urlsplit
+
+    expected = "expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in {"http", "https"} and bool(parts.hostname)
+        _ = parts.port  # ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(f"{expected}; got {url!r}")
+
+
 @app.command()
 def load(
     url: Annotated[str, typer.Argument(help="An OIP v2 endpoint, e.g. http://127.0.0.1:8000 (Triton, KServe, ours).")],
@@ -247,6 +314,7 @@ def load(
     """Measure any OIP v2 endpoint under a load profile; write the same versioned report as `run`."""
     from workbench.sweep.endpoint import load_endpoint
 
+    _check_endpoint_url(url)
     err.print(f"load [bold]{model}[/] at {url} ({profile})")
     done = load_endpoint(
         url, model=model, profile=profile, reports=reports, workers=workers, data=data, batch_size=batch_size,
@@ -273,18 +341,21 @@ def report_open(
     browser: Annotated[
         bool | None, typer.Option("--browser/--no-browser", help="Open it (default: when run from a terminal).")
     ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the page here (outside the run), e.g. at another price.")
+    ] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
-    """Write RUN's self-contained report.html (plots embedded) if needed, print where it is, open it."""
+    """Write RUN's self-contained report.html (plots embedded) if missing, print where it is, open it.
+
+    A finished run is never rewritten: a page at another price (--price-per-hour) goes to --out FILE.
+    """
     import webbrowser
 
-    from workbench.report.html import HTML_FILE, write_report_html
+    from workbench.report.html import write_report_html
     from workbench.report.rundir import ReportStore
 
-    run_dir = ReportStore(reports).find(run_ref)
-    path = run_dir.path / HTML_FILE
-    if price_per_hour is not None or not path.exists():
-        path = write_report_html(run_dir, price_per_hour=price_per_hour)
+    path = write_report_html(ReportStore(reports).find(run_ref), price_per_hour=price_per_hour, out=out)
     console.print(f"html: {path}")
     if browser if browser is not None else sys.stdout.isatty():
         webbrowser.open(path.resolve().as_uri())
@@ -349,17 +420,21 @@ def compare_command(
     ] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
-    """Runs side by side: each figure's ratio to the baseline run with its bootstrap interval."""
+    """Runs side by side: the gate's comparison without thresholds (ratio of medians, its 95% interval,
+    the rank test), with a verdict word: faster, slower or no clear change."""
     from workbench.decide.compare import DEFAULT_METRICS, compare
 
     result = compare(runs, reports=reports, metrics=metric or DEFAULT_METRICS)
-    table = Table("variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "95% interval", "verdict",
-                  title=f"baseline: {result.runs[0]}", header_style="bold")  # fmt: skip
+    table = Table("variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "95% interval", "p",
+                  "verdict", title=f"baseline: {result.runs[0]}", header_style="bold")  # fmt: skip
     for _, r in result.table.iterrows():
-        interval = "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['source']})"
+        interval = "exact" if r["ci_low"] == r["ci_high"] else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        p_value = "–" if r["p_value"] is None or r["p_value"] != r["p_value"] else f"{r['p_value']:.3g}"
         cells = (r["variant"], r["mode"], r["step"], r["metric"], r["run"], f"{r['baseline']:.4g}", f"{r['value']:.4g}")
-        table.add_row(*cells, f"{r['ratio']:.3f}", interval, r["verdict"])
+        table.add_row(*cells, f"{r['ratio']:.3f}", interval, p_value, r["verdict"])
     console.print(table)
+    for method in dict.fromkeys(result.table["method"]):
+        console.print(f"[dim]method: {method}[/]", highlight=False)
     for line in result.unmatched:
         console.print(f"[dim]unmatched: {line}[/]")
     for warning in result.warnings:

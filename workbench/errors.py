@@ -3,14 +3,17 @@
 WorkbenchError                     exit 1
 ├── UsageError                     exit 2: the input is wrong; the message says how
 │   ├── RecipeError                a recipe file: file, key path, what was expected
-│   └── NotFoundError              a run, report, variant or file that is not there
+│   ├── NotFoundError              a run, report, variant or file that is not there
+│   └── CorruptRunError            a run's file is there but unreadable (bad JSON, cut short, not UTF-8)
 ├── MissingDependencyError         an extra or a GPU the work needs; says what to install
 ├── BuildError                     a build step failed (the sweep records it and goes on)
 ├── MeasurementError               a measurement could not be taken (server died, bad outputs)
 └── NoFeasibleVariant              no measured variant meets every constraint (select, export --variant best)
 
-Anything else (TypeError, AttributeError, KeyError…) is a programming error: it is never caught as a
-failed variant, and it stops the run with its traceback.
+A programming error (``PROGRAMMING_ERRORS``: TypeError, AttributeError, NameError, AssertionError) is
+never caught as a failed variant: it stops the run with its traceback. Other exceptions from
+third-party code (onnxruntime's, torch's RuntimeError, ValueError, OSError) fail the variant they
+happened in, and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ class NotFoundError(UsageError):
     """Something the user named is not there."""
 
 
+class CorruptRunError(UsageError):
+    """A run's file is there but cannot be read. Formats as ``file: unreadable: problem``."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: unreadable: {problem}")
+
+
 class MissingDependencyError(WorkbenchError):
     """An optional dependency or a GPU is missing."""
 
@@ -57,3 +69,7 @@ class MeasurementError(WorkbenchError):
 
 class NoFeasibleVariant(WorkbenchError):
     """No measured variant meets every constraint; the message names the binding one and the nearest miss."""
+
+
+# Bugs, not bad luck: a sweep stops on these instead of recording them as a failed variant.
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (AssertionError, AttributeError, NameError, TypeError)

@@ -91,7 +91,9 @@ def _python_info() -> dict[str, Any]:
     return {
         "version": platform.python_version(),
         "implementation": platform.python_implementation(),
-        "executable": sys.executable,
+        # the name only ("python3.11"): the absolute path is this machine's virtual environment, meaningless elsewhere
+        "executable": Path(sys.executable).name,
+        "virtualenv": sys.prefix != sys.base_prefix,
     }
 
 

@@ -41,7 +41,7 @@ from starlette.types import Receive, Scope, Send
 
 from serving_harness import __version__
 from serving_harness.canary import CanarySplit, canary_routes
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.errors import (
     InferenceFailed,
     InvalidRequest,
@@ -69,7 +69,7 @@ _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 
 def create_app(
     models: Sequence[ModelConfig],
-    settings: ServingSettings,
+    settings: ServingConfig,
     *,
     canary: CanarySplit | None = None,
     version_label: bool = False,
@@ -81,7 +81,7 @@ def create_app(
 
     Example::
 
-        app = create_app([ModelConfig(name="digits", path=Path("model.onnx"))], ServingSettings())
+        app = create_app([ModelConfig(name="digits", path=Path("model.onnx"))], ServingConfig())
     """
     _check_names(models, canary)
     harness = _Harness(models, settings, canary=canary, version_label=version_label)
@@ -109,7 +109,7 @@ class _Harness:
     def __init__(
         self,
         models: Sequence[ModelConfig],
-        settings: ServingSettings,
+        settings: ServingConfig,
         *,
         canary: CanarySplit | None = None,
         version_label: bool = False,

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from serving_harness.config import RuntimeSettings
+from serving_harness.errors import RuntimeUnavailable as RuntimeUnavailable  # its old home: re-exported
 
 # OIP v2 datatypes and their numpy dtypes (BYTES is carried as object arrays of bytes).
 OIP_TO_NUMPY: dict[str, np.dtype[np.generic]] = {
@@ -56,10 +57,6 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-
-
-class RuntimeUnavailable(RuntimeError):
-    """The runtime cannot run here (a missing package or no GPU); the message says what to do."""
 
 
 @runtime_checkable

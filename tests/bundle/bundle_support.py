@@ -1,4 +1,8 @@
-"""Helpers for the bundle tests: a real server on 127.0.0.1, requests built from real digits, scrapes."""
+"""Helpers for the bundle tests: a real server on 127.0.0.1, requests built from real digits, scrapes.
+
+Servers are started and waited for by serving_support alone (``running_server`` in a thread,
+``harness_process`` as ``python -m serving_harness serve``): this module only sets the bundle defaults.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,19 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from serving_support import running_server, wait_for
+from serving_support import harness_process, running_server, wait_for
 
 from serving_harness.canary import CanarySplit
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.model import ModelConfig
+
+__all__ = ["digits_rows", "harness_process", "infer_body", "running", "sample", "send", "wait_ready"]
 
 
 @contextlib.contextmanager
 def running(
     models: Sequence[ModelConfig],
-    settings: ServingSettings | None = None,
+    settings: ServingConfig | None = None,
     *,
     canary: CanarySplit | None = None,
     version_label: bool = True,

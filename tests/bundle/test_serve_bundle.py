@@ -13,7 +13,7 @@ from odd_models import failing_model, slow_model
 
 from serving_harness.__main__ import _parser, resolve_bundles
 from serving_harness.bundle import load_bundle
-from serving_harness.config import LimitsSettings, ServingSettings
+from serving_harness.config import LimitsSettings, ServingConfig
 from workbench.bundle.export import ExportedBundle
 from workbench.data import Dataset
 
@@ -84,7 +84,7 @@ def test_the_fallback_answers_when_the_primary_errors(bundle: ExportedBundle, tm
 
 def test_the_fallback_answers_when_the_primary_times_out(bundle: ExportedBundle, tmp_path: Path) -> None:
     config = load_bundle(bundle.path).model_config()
-    settings = config.settings or ServingSettings()
+    settings = config.settings or ServingConfig()
     tight = settings.model_copy(update={"limits": LimitsSettings(request_timeout_s=0.002)})
     slow = slow_model(tmp_path / "slow.onnx")  # about 20 ms a row here: never within 2 ms
     # uvloop, as served: its timers round to the millisecond, which the batcher's timeout must survive

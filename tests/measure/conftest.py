@@ -14,7 +14,7 @@ import psutil
 import pytest
 from load_support import FEATURES, MODEL, SERVICE_MS
 
-from serving_harness.config import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingConfig
 from workbench.data.base import Dataset
 from workbench.measure.load.fixed_service import write_fixed_service_artifact
 from workbench.measure.server import HarnessServer
@@ -26,8 +26,8 @@ def sleepy_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sleepy_settings() -> ServingSettings:
-    return ServingSettings(runtime=RuntimeSettings(name="torch", intra_op_threads=1), instances=1)
+def sleepy_settings() -> ServingConfig:
+    return ServingConfig(runtime=RuntimeSettings(name="torch", intra_op_threads=1), instances=1)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def sleepy_dataset() -> Dataset:
 
 @pytest.fixture(scope="module")
 def sleepy_server(
-    sleepy_artifact: Path, sleepy_settings: ServingSettings, tmp_path_factory: pytest.TempPathFactory
+    sleepy_artifact: Path, sleepy_settings: ServingConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HarnessServer]:
     log = tmp_path_factory.mktemp("server") / "server.log"
     with HarnessServer(sleepy_artifact, sleepy_settings, name=MODEL, log_path=log) as server:

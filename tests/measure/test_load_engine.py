@@ -21,7 +21,7 @@ import psutil
 import pytest
 from load_support import FAST, MODEL, SERVICE_MS
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from workbench.data.base import Dataset
 from workbench.errors import MeasurementError
 from workbench.measure.load.engine import ServedResult, Target, measure_served, run_profile
@@ -145,7 +145,7 @@ def test_sla_search_converges_near_the_known_capacity(
 
 
 def test_measure_served_runs_the_harness_and_keeps_its_log(
-    sleepy_artifact: Path, sleepy_settings: ServingSettings, sleepy_dataset: Dataset, tmp_path: Path
+    sleepy_artifact: Path, sleepy_settings: ServingConfig, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
     before = {p.pid for p in _harness_children()}
     result = measure_served(
@@ -158,7 +158,7 @@ def test_measure_served_runs_the_harness_and_keeps_its_log(
 
 
 def test_a_server_killed_mid_run_fails_the_measurement_with_its_log(
-    sleepy_artifact: Path, sleepy_settings: ServingSettings, sleepy_dataset: Dataset, tmp_path: Path
+    sleepy_artifact: Path, sleepy_settings: ServingConfig, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
     others = {p.pid for p in _harness_children()}  # the module's own server lives on
     killer = threading.Thread(target=_kill_harness_once_load_runs, args=(tmp_path, others), daemon=True)

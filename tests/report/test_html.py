@@ -75,14 +75,24 @@ def test_the_browser_check_sees_a_broken_page(tmp_path: Path) -> None:
     assert "boom" in " ".join(check.errors)
 
 
-def test_report_open_rewrites_the_page_with_another_price(
+def test_report_open_never_rewrites_a_finished_run_and_renders_another_price_elsewhere(
     digits_run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     copy = tmp_path / "digits-cpu" / digits_run.run_id
     shutil.copytree(digits_run.path, copy)
-    assert run_cli(monkeypatch, "report", "open", str(copy), "--no-browser", "--price-per-hour", "2") == 0
-    assert f"html: {copy / HTML_FILE}" in capsys.readouterr().out
-    assert "Cost per million inferences at 2 USD/hour" in (copy / HTML_FILE).read_text()
+    page = (copy / HTML_FILE).read_bytes()
+    open_run = ["report", "open", str(copy), "--no-browser", "--price-per-hour", "2"]
+
+    assert run_cli(monkeypatch, *open_run) == 2
+    assert "give --out FILE for another price" in capsys.readouterr().err
+    assert run_cli(monkeypatch, *open_run, "--out", str(copy / "at-2.html")) == 2
+    assert "inside the run's folder" in capsys.readouterr().err
+    elsewhere = tmp_path / "at-2.html"
+    assert run_cli(monkeypatch, *open_run, "--out", str(elsewhere)) == 0
+
+    assert f"html: {elsewhere}" in capsys.readouterr().out
+    assert "Cost per million inferences at 2 USD/hour" in elsewhere.read_text()
+    assert (copy / HTML_FILE).read_bytes() == page and not (copy / "at-2.html").exists()
 
 
 def test_report_show_says_where_the_page_is(

@@ -1,12 +1,20 @@
-"""Small real models (built with onnx.helper) and a real server on 127.0.0.1 for the serving tests."""
+"""Small real models (built with onnx.helper) and a real server on 127.0.0.1 for the serving tests.
+
+The one place the tests start a harness and wait for it: ``running_server`` (the app in a thread)
+and ``harness_process`` (``python -m serving_harness serve`` in a subprocess); the bundle tests use
+them through ``bundle_support``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -16,7 +24,7 @@ import uvicorn
 from onnx import TensorProto, helper
 
 from serving_harness.canary import CanarySplit
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.model import ModelConfig
 from serving_harness.protocol.rest import create_app
 from serving_harness.server import bind_socket, uvicorn_config
@@ -116,7 +124,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(
     models: Sequence[ModelConfig],
-    settings: ServingSettings | None = None,
+    settings: ServingConfig | None = None,
     *,
     wait_ready: bool = True,
     canary: CanarySplit | None = None,
@@ -124,7 +132,7 @@ def running_server(
     loop: str = "uvloop",
 ) -> Iterator[str]:
     """The real app under uvicorn (uvloop, httptools) in a thread on a free loopback port; yields its URL."""
-    settings = settings or ServingSettings()
+    settings = settings or ServingConfig()
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = create_app(models, settings, canary=canary, version_label=version_label)
@@ -138,6 +146,49 @@ def running_server(
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+@contextlib.contextmanager
+def harness_process(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+    cwd: Path | None = None,
+    ready_timeout_s: float = 30.0,
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m serving_harness serve ARGS --port 0``; yields the process and its URL once it is ready.
+
+    ``env`` is the child's whole environment (None: this one's). The child is killed on the way out
+    unless the test already stopped it.
+    """
+    command = [python, "-m", "serving_harness", "serve", *args, "--port", "0"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )  # fmt: skip
+    try:
+        listening = json.loads(_first_line(process, ready_timeout_s))
+        assert listening["event"] == "listening"
+        wait_for(listening["url"] + "/v2/health/ready", ready_timeout_s)
+        yield process, listening["url"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
+    """The child's first stdout line, or AssertionError with its stderr when none comes in time."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline() if process.stdout else ""))
+    reader.start()
+    reader.join(timeout_s)
+    if not lines or not lines[0]:
+        process.kill()
+        raise AssertionError(f"no listening line; stderr: {process.communicate()[1][-2000:]}")
+    return lines[0]
 
 
 def wait_for(url: str, timeout_s: float = 20.0) -> None:

@@ -12,14 +12,14 @@ import pytest
 import serving_support as support
 from serving_support import infer_json, metric_value
 
-from serving_harness.config import BatchingSettings, RuntimeSettings, ServingSettings
+from serving_harness.config import BatchingSettings, RuntimeSettings, ServingConfig
 from serving_harness.model import ModelConfig
 from serving_harness.protocol.codec import HEADER_LENGTH, decode_infer_response, encode_infer_request
 
 
 @pytest.fixture(scope="module")
 def url(models_dir: Path) -> Iterator[str]:
-    settings = ServingSettings(
+    settings = ServingConfig(
         runtime=RuntimeSettings(intra_op_threads=1),
         instances=2,
         batching=BatchingSettings(max_batch_size=8, max_queue_delay_us=5_000),
@@ -85,8 +85,16 @@ def test_binary_and_json_clients_batched_together(url: str) -> None:
 
             return await asyncio.gather(*(one(i) for i in range(24)))
 
+    before = httpx.get(f"{url}/metrics").text
     for x, y in asyncio.run(mixed()):
         np.testing.assert_array_equal(y, 2 * x + 1)
+    after = httpx.get(f"{url}/metrics").text
+
+    def batches_over_two_rows(text: str) -> float:  # every client sends 2 rows: more rows means several clients
+        total = metric_value(text, "sh_batch_size_count", model="double")
+        return total - metric_value(text, "sh_batch_size_bucket", model="double", le="2.0")
+
+    assert batches_over_two_rows(after) - batches_over_two_rows(before) >= 1  # some batch held several requests
 
 
 def test_different_lengths_are_batched_apart_and_answered_right(url: str) -> None:

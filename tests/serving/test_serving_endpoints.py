@@ -11,7 +11,7 @@ import pytest
 import serving_support as support
 from serving_support import BIAS, infer_json, metric_value
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.model import ModelConfig
 from serving_harness.protocol.codec import HEADER_LENGTH, decode_infer_response, encode_infer_request
 
@@ -21,7 +21,7 @@ NAMES = ("double", "affine", "int64", "sequence", "text", "fixed")
 @pytest.fixture(scope="module")
 def url(models_dir: Path) -> Iterator[str]:
     models = [ModelConfig(name=n, path=models_dir / f"{n}.onnx", version="1") for n in NAMES]
-    with support.running_server(models, ServingSettings()) as base:
+    with support.running_server(models, ServingConfig()) as base:
         yield base
 
 

@@ -13,7 +13,7 @@ import pytest
 import serving_support as support
 from serving_support import infer_json, metric_value
 
-from serving_harness.config import BatchingSettings, LimitsSettings, ServingSettings
+from serving_harness.config import BatchingSettings, LimitsSettings, ServingConfig
 from serving_harness.model import ModelConfig
 from serving_harness.protocol.codec import HEADER_LENGTH, encode_infer_request
 
@@ -131,7 +131,7 @@ def test_runtime_failure_is_500_with_an_oip_error(client: httpx.Client) -> None:
 @pytest.fixture(scope="module")
 def slow_url(models_dir: Path) -> Iterator[str]:
     """A lone request waits 1 s for its batch, longer than the 0.3 s timeout; one queued request at most."""
-    settings = ServingSettings(
+    settings = ServingConfig(
         batching=BatchingSettings(max_batch_size=8, max_queue_delay_us=1_000_000),
         limits=LimitsSettings(max_queue_size=1, request_timeout_s=0.3, max_body_bytes=1024, retry_after_s=2),
     )
@@ -187,7 +187,7 @@ def test_model_that_fails_to_load_leaves_the_server_live_not_ready(models_dir: P
 
 @pytest.fixture(scope="module")
 def guarded_url(models_dir: Path) -> Iterator[str]:
-    settings = ServingSettings(auth_token="s3cret", rate_limit_rps=1.0)
+    settings = ServingConfig(auth_token="s3cret", rate_limit_rps=1.0)
     with support.running_server([ModelConfig("double", models_dir / "double.onnx")], settings) as url:
         yield url
 
@@ -220,7 +220,7 @@ def test_rate_limit_per_token_is_429_with_retry_after(guarded_url: str) -> None:
 
 
 def test_prediction_cache_hits_and_misses(models_dir: Path) -> None:
-    settings = ServingSettings(cache_size=4)
+    settings = ServingConfig(cache_size=4)
     with support.running_server([ModelConfig("affine", models_dir / "affine.onnx")], settings) as url:
         x = np.arange(4, dtype=np.float32).reshape(1, 4)
         first = httpx.post(f"{url}/v2/models/affine/infer", json=infer_json(x))

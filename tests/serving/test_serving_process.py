@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,41 +20,10 @@ from serving_support import infer_json
 ONE = np.ones((1, 4), dtype=np.float32)
 
 
-@contextlib.contextmanager
-def harness(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m serving_harness serve ARGS --port 0``; yields the process and its URL once it is ready."""
-    command = [sys.executable, "-m", "serving_harness", "serve", *args, "--port", "0"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
-    )
-    try:
-        line = _first_line(process)
-        listening = json.loads(line)
-        assert listening["event"] == "listening"
-        url = listening["url"]
-        support.wait_for(url + "/v2/health/ready")
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-
-
-def _first_line(process: subprocess.Popen[str], timeout_s: float = 30.0) -> str:
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline() if process.stdout else ""))
-    reader.start()
-    reader.join(timeout_s)
-    if not lines or not lines[0]:
-        process.kill()
-        raise AssertionError(f"no listening line; stderr: {process.communicate()[1][-2000:]}")
-    return lines[0]
-
-
 def test_sigterm_drains_the_in_flight_request_then_exits_0(models_dir: Path) -> None:
     # A lone request waits a full second for its batch: it is in flight when SIGTERM arrives.
     args = ["--model", str(models_dir / "double.onnx"), "--max-batch-size", "8", "--max-queue-delay-us", "1000000"]
-    with harness(*args) as (process, url):
+    with support.harness_process(*args) as (process, url):
         result: dict[str, Any] = {}
         client = threading.Thread(
             target=lambda: result.update(
@@ -82,7 +49,7 @@ def test_serve_a_model_directory_with_serving_json_and_manifest(models_dir: Path
     (tmp_path / "serving.json").write_text(json.dumps({"batching": {"max_batch_size": 4}, "cache_size": 8}))
     (tmp_path / "manifest.json").write_text(json.dumps({"name": "digits", "version": "3"}))
 
-    with harness(str(tmp_path), "--settings-json", '{"instances": 2}') as (_, url):
+    with support.harness_process(str(tmp_path), "--settings-json", '{"instances": 2}') as (_, url):
         metadata = httpx.get(f"{url}/v2/models/digits").json()
         response = httpx.post(f"{url}/v2/models/digits/versions/3/infer", json=infer_json(ONE))
         httpx.post(f"{url}/v2/models/digits/infer", json=infer_json(ONE))
@@ -95,7 +62,7 @@ def test_serve_a_model_directory_with_serving_json_and_manifest(models_dir: Path
 
 def test_cli_flags_and_auth_token_from_the_environment(models_dir: Path) -> None:
     args = ["--model", str(models_dir / "double.onnx"), "--name", "digits", "--instances", "2", "--threads", "1"]
-    with harness(*args, env={"SH_AUTH_TOKEN": "tok"}) as (_, url):
+    with support.harness_process(*args, env={**os.environ, "SH_AUTH_TOKEN": "tok"}) as (_, url):
         assert httpx.get(f"{url}/v2/models/digits").status_code == 401
         headers = {"Authorization": "Bearer tok"}
         assert httpx.get(f"{url}/v2/models/digits", headers=headers).json()["name"] == "digits"
@@ -128,7 +95,7 @@ def test_torch_artifact_directory_is_served_with_the_torch_runtime(tmp_path: Pat
     (artifact / "model.json").write_text(json.dumps(spec))
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
 
-    with harness("--model", str(artifact), env={"PYTHONPATH": str(tmp_path)}) as (_, url):
+    with support.harness_process("--model", str(artifact), env={**os.environ, "PYTHONPATH": str(tmp_path)}) as (_, url):
         metadata = httpx.get(f"{url}/v2/models/linear").json()
         body = httpx.post(f"{url}/v2/models/linear/infer", json=infer_json(x)).json()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from workbench.steps import (
 from workbench.steps.prune import PRUNED_FACTORY, FineTuneRequest
 from workbench.sweep.cache import build
 
-FINE_TUNE = "workbench.steps.prune:fine_tune_digits"
+FINE_TUNE = "workbench.examples.digits:fine_tune_digits"
 
 
 def _logits(artifact: Artifact, dataset: Dataset) -> np.ndarray:
@@ -83,6 +85,27 @@ def test_magnitude_fine_tune_keeps_the_zeros_and_recovers_accuracy(
     assert tuned.figures["sparsity"] == pytest.approx(0.9, abs=0.005) and tuned.figures["fine_tune_s"] > 0
     assert _accuracy(tuned, digits_dataset) > _accuracy(plain, digits_dataset)
     assert _accuracy(tuned, digits_dataset) >= 0.97
+
+
+def test_fine_tune_gives_the_same_weights_every_time(
+    digits_source: SourceModel, digits_context: StepContext, tmp_path: Path
+) -> None:
+    # The digits CNN has Dropout, which draws from torch's global RNG: unseeded, each build differed.
+    config = PruneMagnitudeConfig.model_validate({"amount": 0.5, "fine_tune": {"function": FINE_TUNE, "epochs": 1}})
+
+    first = PruneMagnitude().apply(digits_source.artifact, config, tmp_path / "first", digits_context)
+    torch.rand(7)  # moves the global RNG on, as anything else in the process would
+    second = PruneMagnitude().apply(digits_source.artifact, config, tmp_path / "second", digits_context)
+
+    assert all(torch.equal(w, _weights(second)[name]) for name, w in _weights(first).items())
+
+
+def test_the_prune_steps_load_no_example() -> None:
+    probe = "import sys, workbench.steps.prune; print(sorted(m for m in sys.modules if 'examples.' in m))"
+
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_structured_gives_a_smaller_dense_model_that_serves_and_exports(

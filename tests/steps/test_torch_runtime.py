@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving_harness.config import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingConfig
 from serving_harness.model import ModelConfig
 from serving_harness.model_dir import runtime_for
 from serving_harness.protocol.codec import decode_infer_response, encode_infer_request
@@ -63,7 +63,7 @@ def test_a_real_server_serves_each_format_with_eager_numbers(
     digits_artifacts: dict[str, Artifact], digits_dataset: Dataset
 ) -> None:
     models = [ModelConfig(name=name, path=artifact.path) for name, artifact in digits_artifacts.items()]
-    settings = ServingSettings(runtime=RuntimeSettings(name="torch", intra_op_threads=1))
+    settings = ServingConfig(runtime=RuntimeSettings(name="torch", intra_op_threads=1))
     images = digits_dataset.batch(0, 8)["input"]
     content, headers = encode_infer_request({"input": images}, binary_data=True, binary_data_output=True)
     outputs: dict[str, np.ndarray] = {}

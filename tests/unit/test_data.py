@@ -129,7 +129,7 @@ def test_compare_outputs_per_output() -> None:
 
 @pytest.mark.hf
 def test_minilm_dataset_is_tokenized_real_sentences(minilm_dataset: Dataset) -> None:
-    from workbench.data.examples import MAX_WORDS, MIN_WORDS, sentence_corpus
+    from workbench.examples.sentences import MAX_WORDS, MIN_WORDS, sentence_corpus
 
     corpus = sentence_corpus()
     assert len(corpus) >= 256 and len(set(corpus)) == len(corpus)

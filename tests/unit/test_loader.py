@@ -126,3 +126,64 @@ def test_spec_hash_ignores_formatting_but_not_content(tmp_path: Path) -> None:
 def test_json_schema_names_the_sections() -> None:
     schema = recipe_json_schema()
     assert {"model", "data", "search", "measure", "constraints", "objective", "export"} <= set(schema["properties"])
+
+
+def test_a_directory_is_not_a_recipe(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="got a directory") as info:
+        load_recipe(tmp_path)
+    assert info.value.file == str(tmp_path) and info.value.exit_code == 2
+
+
+def test_a_file_that_is_not_utf8_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"name: tiny\n\xff\xfe\x00binary")
+    with pytest.raises(RecipeError, match=r"expected UTF-8 text, found byte 0xff at offset 11") as info:
+        load_recipe(path)
+    assert info.value.file == str(path)
+
+
+def test_extends_naming_a_directory_is_located(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    path = write(tmp_path, "r.yaml", "extends: base\n" + MINIMAL)
+    with pytest.raises(RecipeError, match="got a directory") as info:
+        load_recipe(path)
+    assert info.value.file == str(tmp_path / "base")
+
+
+def test_an_empty_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="the file is empty"):
+        load_recipe(write(tmp_path, "r.yaml", ""))
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_recipe(path).name == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["measure.batch_sizes=[0]"], "measure.batch_sizes.0"),
+        (["measure.batch_sizes=[1, -8]"], "measure.batch_sizes.1"),
+        (["measure.batch_sizes=[8, 8]"], "measure.batch_sizes"),
+        (["measure.trials=1"], "measure.trials"),
+        (["measure.trial_duration_s=0"], "measure.trial_duration_s"),
+        (["measure.warmup_iters=-1"], "measure.warmup_iters"),
+        (["measure.min_trial_iters=50", "measure.max_trial_iters=10"], "measure"),
+        (["measure.eval_batch_size=0"], "measure.eval_batch_size"),
+        (["objective.batch_size=0"], "objective.batch_size"),
+        (["seed=-1"], "seed"),
+        (["search.optuna.seed=-1"], "search.optuna.seed"),
+        (["search.budget=0"], "search.budget"),
+        (["load.workers=-1"], "load.workers"),
+        (["data.limit=0"], "data.limit"),
+        (["cost.price_per_hour=0"], "cost.price_per_hour"),
+        (["constraints.accuracy_drop={min: 0.5, max: 0.1}"], "constraints.accuracy_drop"),
+    ],
+)
+def test_numbers_out_of_range_name_their_key(tmp_path: Path, overrides: list[str], key: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, "r.yaml", MINIMAL), overrides)
+    assert info.value.key == key
+    assert info.value.exit_code == 2

@@ -18,8 +18,8 @@ from serving_harness.runtimes.torch import TorchRuntime
 from workbench.data import Dataset
 from workbench.data.metrics import top1_accuracy
 from workbench.errors import MissingDependencyError, UsageError
+from workbench.examples.digits import MIN_TEST_ACCURACY
 from workbench.models import SourceModel, load_source_model
-from workbench.models.examples.digits import MIN_TEST_ACCURACY
 from workbench.recipe.spec import ModelSpec
 
 DIGITS = ModelSpec(source="example", name="digits")
@@ -170,8 +170,8 @@ def test_minilm_without_the_package_names_the_extra(monkeypatch: pytest.MonkeyPa
 def test_minilm_matches_sentence_transformers(minilm_source: SourceModel) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from workbench.data.examples import sentence_corpus
-    from workbench.models.examples.minilm import load_tokenizer, minilm_dir
+    from workbench.examples.minilm import load_tokenizer, minilm_dir
+    from workbench.examples.sentences import sentence_corpus
 
     sentences = list(sentence_corpus()[:16])
     encoded = load_tokenizer()(sentences, padding="max_length", truncation=True, max_length=128, return_tensors="np")

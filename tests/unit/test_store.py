@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from workbench.errors import NotFoundError
-from workbench.report.rundir import ReportStore, atomic_write
+from workbench.errors import CorruptRunError, NotFoundError
+from workbench.report.rundir import ReportStore, RunDir, atomic_write
 from workbench.report.schema import RunEnvelope, VariantRecord
 
 
@@ -78,3 +79,64 @@ def test_variant_records_round_trip(tmp_path: Path) -> None:
     run.write_variant(record)
     assert run.read_variants() == [record]
     assert run.finished_variants() == {"ort@t=1"}
+
+
+def finished_run(tmp_path: Path) -> RunDir:
+    run = ReportStore(tmp_path).new_run("r")
+    run.write_envelope(envelope(run.run_id, status="complete"))
+    return run
+
+
+def test_renderings_are_written_only_when_missing(tmp_path: Path) -> None:
+    run = finished_run(tmp_path)
+    assert run.write_markdown("first") and run.write_html("<p>first</p>")
+    assert not run.write_markdown("second") and not run.write_html("<p>second</p>")
+    assert run.markdown_path.read_text() == "first" and run.html_path.read_text() == "<p>first</p>"
+
+
+def test_a_finished_runs_results_are_never_rewritten(tmp_path: Path) -> None:
+    run = ReportStore(tmp_path).new_run("r")
+    run.write_envelope(envelope(run.run_id))
+    run.write_results(pd.DataFrame({"variant": ["a"]}))
+    run.write_results(pd.DataFrame({"variant": ["a", "b"]}))  # in progress: a resumed run adds variants
+    run.set_status("complete")
+    with pytest.raises(FileExistsError, match="never rewritten"):
+        run.write_results(pd.DataFrame({"variant": ["c"]}))
+    assert list(run.read_results()["variant"]) == ["a", "b"]
+
+
+def test_load_details_are_replaced_until_the_variant_is_written(tmp_path: Path) -> None:
+    run = ReportStore(tmp_path).new_run("r")
+    run.write_load_details("ort@t=1", {"steps": [1]})
+    run.write_load_details("ort@t=1", {"steps": [2]})  # measured again after an interrupt
+    run.write_variant(VariantRecord(variant="ort@t=1", pipeline="ort", is_baseline=False, steps=[], serving={},
+                                    serving_label="ort", runtime="onnxruntime", status="ok"))  # fmt: skip
+    with pytest.raises(FileExistsError):
+        run.write_load_details("ort@t=1", {"steps": [3]})
+    assert run.read_load_details(["ort@t=1"]) == {"ort@t=1": {"steps": [2]}}
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "problem"),
+    [
+        ("run.json", b'{"run_id": ', "unreadable: "),
+        ("run.json", b"\xff\xfe{}", "not valid UTF-8"),
+        ("results.parquet", b"PAR1 cut short", "unreadable: "),
+    ],
+)
+def test_a_corrupt_file_raises_one_error_naming_it(tmp_path: Path, name: str, data: bytes, problem: str) -> None:
+    run = finished_run(tmp_path)
+    (run.path / name).write_bytes(data)
+    with pytest.raises(CorruptRunError, match=problem) as caught:
+        run.read_results() if name.endswith(".parquet") else run.read_envelope()
+    assert str(caught.value).startswith(f"{run.path / name}: unreadable: ") and "\n" not in str(caught.value)
+
+
+def test_a_corrupt_run_is_not_resumed_and_does_not_hide_the_others(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path)
+    good = store.new_run("r")
+    good.write_envelope(envelope(good.run_id, status="interrupted"))
+    broken = store.new_run("r")
+    broken.run_file.write_bytes(b"{")
+    assert store.runs("r") == [good, broken]
+    assert store.find_resumable("r", "abc") == good

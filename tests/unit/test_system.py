@@ -1,14 +1,12 @@
-"""The environment fingerprint, its differences, the ISA helpers and the process sampler, on this real machine."""
+"""The environment fingerprint, its differences and the ISA helpers, on this real machine."""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,6 @@ from workbench.host import (
     git_info,
     has_isa,
 )
-from workbench.measure.usage import ProcessSampler
-
-BUSY_CHILD = "import time\nend = time.monotonic() + 1.0\nwhile time.monotonic() < end:\n    pass\n"
 
 
 @pytest.fixture(scope="module")
@@ -189,59 +184,3 @@ def test_cpu_flags_and_has_isa_agree() -> None:
     if platform.system() == "Linux" and platform.machine() == "x86_64":
         assert has_isa("sse2")
         assert has_isa("SSE2")
-
-
-# ------------------------------------------------------------------------------------------------------- sampler
-
-
-def _busy_child() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", BUSY_CHILD])
-
-
-def test_sampler_sees_a_busy_process() -> None:
-    child = _busy_child()
-    try:
-        sampler = ProcessSampler(child.pid, interval_s=0.05)
-        sampler.start()
-        time.sleep(0.6)
-        usage = sampler.stop()
-    finally:
-        child.kill()  # the loop is bounded to 1 s anyway; no need to wait for it
-        child.wait(timeout=10)
-    assert usage["cpu_percent_mean"] > 20
-    assert usage["cpu_percent_max"] >= usage["cpu_percent_mean"]
-    assert usage["rss_mb_max"] > 1
-    assert usage["samples"] >= 3
-
-
-def test_sampler_counts_children() -> None:
-    child = _busy_child()
-    try:
-        sampler = ProcessSampler(os.getpid(), interval_s=0.05, include_children=True)
-        sampler.start()
-        time.sleep(0.6)
-        usage = sampler.stop()
-    finally:
-        child.kill()  # the loop is bounded to 1 s anyway; no need to wait for it
-        child.wait(timeout=10)
-    assert usage["cpu_percent_mean"] > 20  # this test process sleeps; the busy child is what was counted
-
-
-def test_sampler_survives_the_process_exiting() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    sampler = ProcessSampler(child.pid, interval_s=0.02)
-    sampler.start()
-    child.wait(timeout=10)
-    time.sleep(0.1)
-    usage = sampler.stop()
-    assert usage["samples"] >= 0
-    assert set(usage) == {"cpu_percent_mean", "cpu_percent_max", "rss_mb_max", "samples"}
-
-
-def test_sampler_rejects_bad_use() -> None:
-    with pytest.raises(ValueError, match="interval_s"):
-        ProcessSampler(os.getpid(), interval_s=0.0)
-    with pytest.raises(ValueError, match="interval_s"):
-        ProcessSampler(os.getpid(), interval_s=60.0)
-    with pytest.raises(RuntimeError, match="not started"):
-        ProcessSampler(os.getpid()).stop()

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.metrics import LATENCY_BUCKETS_S
 from workbench.errors import UsageError
 
@@ -57,7 +57,7 @@ class DeployOptions:
 
 
 def render_deployment(
-    directory: Path, manifest: dict[str, Any], settings: ServingSettings, options: DeployOptions
+    directory: Path, manifest: dict[str, Any], settings: ServingConfig, options: DeployOptions
 ) -> None:
     """Write every deployment and monitoring file of the bundle in ``directory``."""
     values = _values(manifest, settings, options)
@@ -101,7 +101,7 @@ def _memory(rss_mb: float | None) -> tuple[str, str]:
     return f"{request_mb}Mi", f"{2 * request_mb}Mi"
 
 
-def _values(manifest: dict[str, Any], settings: ServingSettings, options: DeployOptions) -> dict[str, Any]:
+def _values(manifest: dict[str, Any], settings: ServingConfig, options: DeployOptions) -> dict[str, Any]:
     slo = manifest["slo"]
     name, version = manifest["name"], manifest["version"]
     memory, memory_limit = _memory(slo.get("server_rss_mb"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.drift import DriftBaseline, build_baseline
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
 from serving_harness.runtimes.base import ModelMetadata, Runtime
@@ -37,7 +37,7 @@ class Golden:
     atol: dict[str, float]
 
 
-def load_runtime(artifact: Path, settings: ServingSettings) -> tuple[Runtime, ModelMetadata]:
+def load_runtime(artifact: Path, settings: ServingConfig) -> tuple[Runtime, ModelMetadata]:
     """The artifact loaded as the harness will load it."""
     runtime = create_runtime(settings.runtime.name)
     try:

@@ -25,8 +25,8 @@ from typing import Any
 
 import serving_harness
 from serving_harness.bundle import BundleManifest, FallbackSpec, GoldenSpec, file_sha256
-from serving_harness.config import ServingSettings
-from workbench.artifact import hash_path
+from serving_harness.config import ServingConfig
+from workbench.artifact import hash_path, resolve_recorded_path
 from workbench.bundle.deploy import DeployOptions, render_deployment
 from workbench.bundle.evidence import drift_baseline, golden_set, load_runtime, save_npz, tolerances
 from workbench.bundle.manifest import check_version, manifest_document, seal, source_section
@@ -35,6 +35,7 @@ from workbench.bundle.slo import DEFAULT_ERROR_RATE_MAX, derive_slo
 from workbench.data import load_dataset
 from workbench.data.base import Dataset
 from workbench.errors import NotFoundError, UsageError
+from workbench.paths import cache_dir
 from workbench.recipe.spec import Recipe
 from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import RunEnvelope, VariantRecord
@@ -169,7 +170,7 @@ def _check_shippable(record: VariantRecord) -> None:
             f"variant {record.variant!r} is a {kind} artifact: bundles ship ONNX (a pipeline with export.onnx), "
             "which loads without unpickling"
         )
-    path = Path(record.artifact.path)
+    path = resolve_recorded_path(record.artifact.path, cache_dir())  # a run records it relative to the cache
     if not path.is_file():
         raise NotFoundError(
             f"variant {record.variant!r}: its artifact {path} is gone from the cache; run the recipe again"
@@ -249,14 +250,14 @@ def _dataset(recipe: Recipe) -> Dataset:
     return dataset.take(recipe.data.limit) if recipe.data.limit else dataset
 
 
-def _write_model(root: Path, folder: str, record: VariantRecord) -> ServingSettings:
+def _write_model(root: Path, folder: str, record: VariantRecord) -> ServingConfig:
     """Copy the artifact and write its serving.json (as measured, without any secret)."""
     if record.artifact is None:  # _check_shippable let it through: never, but the type says it could
         raise UsageError(f"variant {record.variant!r} has no artifact")
     (root / folder).mkdir(parents=True)
-    shutil.copyfile(record.artifact.path, root / folder / "model.onnx")
+    shutil.copyfile(resolve_recorded_path(record.artifact.path, cache_dir()), root / folder / "model.onnx")
     serving = {key: value for key, value in record.serving.items() if key != "auth_token"}
-    settings = ServingSettings.model_validate(serving)  # model_validate: no SH_* variables from this shell
+    settings = ServingConfig.model_validate(serving)  # model_validate: no SH_* variables from this shell
     target = root / ("serving.json" if folder == "model" else f"{folder}/serving.json")
     target.write_text(json.dumps(settings.model_dump(mode="json", exclude={"auth_token"}), indent=2) + "\n")
     return settings
@@ -286,10 +287,7 @@ def _quantized(record: VariantRecord) -> bool:
 
 def _sla(run_dir: RunDir, variant: str) -> dict[str, Any] | None:
     """The SLA search outcome the run wrote for this variant (``load/<variant>.json``), if any."""
-    details = run_dir.path / "load" / f"{variant}.json"
-    if not details.is_file():
-        return None
-    sla = json.loads(details.read_text()).get("sla")
+    sla = run_dir.read_load_details([variant]).get(variant, {}).get("sla")
     return sla if isinstance(sla, dict) else None
 
 

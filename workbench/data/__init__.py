@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 # Importing the source modules registers them.
-from workbench.data import examples, files  # noqa: F401
+from workbench.data import example_source, files  # noqa: F401
 from workbench.data.base import DATASET_SOURCES, METRICS, Arrays, Dataset, Metric, arrays_digest
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 from workbench.paths import cache_dir

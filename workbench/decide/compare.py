@@ -1,15 +1,24 @@
-"""Compare two or more runs: figures aligned by variant and step, ratios with bootstrap intervals,
-and warnings when the runs were taken in different environments.
+"""Compare two or more runs: the CI gate's comparison, shown without thresholds.
 
-The first run is the baseline; every other run's figure is divided by the baseline's. The interval
-of a ratio is a percentile bootstrap over the trials behind each figure, from the best source kept:
+Each run is read by the gate's loader (``workbench.gate.sources.run_source``): a case is a variant at
+a step (an in-process batch size or a served load step) and each of its figures keeps its per-trial
+values (in-process trials, served windows), or only mean, std and n, or one exact value. The first
+run is the baseline; for every other run, each metric of each case both runs measured is compared by
+the gate's own ``compare_figures`` (``workbench.stats``), so the two never disagree:
 
-1. ``samples``: the per-trial values a variant record keeps (in-process trials);
-2. the load step's windows in ``load/<variant>.json`` (served throughput and tail latency);
-3. a normal with the row's mean, standard deviation and trial count (``*_std``, ``trials``) when
-   only those were kept.
+========================  ============================================  ==============
+what the runs kept        interval of the ratio (95%)                   test
+========================  ============================================  ==============
+per-trial values          bootstrap of the ratio of medians             Mann-Whitney U
+mean, std and n only      delta-method Welch interval                   Welch's t
+one exact value           none: the ratio is exact                      none
+========================  ============================================  ==============
 
-A figure with none of these (a p99 pooled over every call) gets its ratio without an interval.
+``ratio`` is candidate / baseline (of medians, or means for a summary). The verdict reads the
+interval: ``faster`` (``better`` for a figure that is not a speed) when all of it is on the good
+side of 1, ``slower`` (``worse``) when all of it is on the bad side, ``no clear change`` otherwise.
+The gate calls a regression only where the interval also clears its threshold (and the rank test
+agrees), so a gate failure is always a ``slower`` here, never the other way round.
 
 Example::
 
@@ -21,25 +30,29 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from workbench.errors import UsageError
+from workbench.gate.rules import compare_figures
+from workbench.gate.sources import Figure, Source, find_run, run_source
 from workbench.metrics import column_name, higher_is_better
-from workbench.report.findings import load_details
-from workbench.report.rundir import RESULTS_FILE, ReportStore, RunDir
+from workbench.report.rundir import RunDir
 from workbench.report.schema import RunEnvelope, VariantRecord
-from workbench.report.table import records_to_frame
+from workbench.stats import Comparison
 
-__all__ = ["DEFAULT_METRICS", "Comparison", "compare"]
+__all__ = ["COLUMNS", "DEFAULT_METRICS", "RunComparison", "compare"]
 
 DEFAULT_METRICS = ("throughput_rps", "latency_ms_p50", "latency_ms_p99")
-KEY = ("variant", "mode", "step")
+COLUMNS = (
+    "variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "ci_low", "ci_high",
+    "p_value", "n_baseline", "n_candidate", "method", "verdict",
+)  # fmt: skip
 ENVIRONMENT_FIELDS = (
     ("cpu", "model"),
     ("cpu", "cores_logical"),
@@ -47,30 +60,28 @@ ENVIRONMENT_FIELDS = (
     ("python", "version"),
     ("platform", "machine"),
 )
-# Spread columns a row carries when the raw trials were not kept: metric -> standard deviation column
-STD_COLUMNS = {"throughput_rps": "throughput_rps_std", "latency_ms_p50": "latency_ms_p50_std"}
-
-Key = tuple[str, str, str]
+SPEED_PREFIXES = ("latency_ms", "throughput")  # figures whose change reads as faster / slower
+CASE_SEPARATOR = " · "  # how workbench.gate.sources.case_key joins variant and step
 
 
 @dataclass(frozen=True)
 class _Run:
     label: str
     envelope: RunEnvelope
-    frame: pd.DataFrame
     records: dict[str, VariantRecord]
-    samples: dict[Key, dict[str, list[float]]]
+    source: Source
 
 
 @dataclass(frozen=True)
-class Comparison:
+class RunComparison:
     """Runs side by side.
 
-    ``table`` has one row per (variant, mode, step, metric, run) for every run after the first:
-    ``baseline`` and ``value`` (the two figures), ``ratio`` (value / baseline), ``ci_low``/``ci_high``
-    (its bootstrap interval, NaN without trials), ``source`` (where the trials came from) and
-    ``verdict`` (better / worse / within noise / no spread). ``unmatched`` lists figures present in
-    only some runs; ``warnings`` what differs between the runs' environments.
+    ``table`` has one row per (variant, mode, step, metric, run) for every run after the first (columns
+    ``COLUMNS``): ``baseline`` and ``value`` (each side's median, or mean), ``ratio`` (value / baseline),
+    ``ci_low``/``ci_high`` (its 95% interval), ``p_value`` (one-sided, "the run is worse"), ``method``
+    (interval and test) and ``verdict`` (faster / slower / better / worse / no clear change).
+    ``unmatched`` lists cases or figures present in only some runs; ``warnings`` what differs between
+    the runs' environments.
     """
 
     runs: tuple[str, ...]
@@ -84,160 +95,97 @@ def compare(
     *,
     reports: str | Path = "reports",
     metrics: Sequence[str] = DEFAULT_METRICS,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> Comparison:
+) -> RunComparison:
     """Align ``runs`` (run references, paths or RunDirs; the first is the baseline) and compare ``metrics``."""
     if len(runs) < 2:
         raise UsageError("compare needs at least two runs (the first is the baseline)")
     columns = [column_name(m) for m in metrics]
     for metric in columns:
         higher_is_better(metric)  # an unknown metric fails here, listing the known ones
-    loaded = [_load(run, reports) for run in runs]
-    rng = np.random.default_rng(seed)
-    rows = [
-        row
-        for other in loaded[1:]
-        for row in _ratios(loaded[0], other, columns, confidence=confidence, resamples=resamples, rng=rng)
-    ]
-    table = pd.DataFrame(
-        rows, columns=[*KEY, "metric", "run", "baseline", "value", "ratio", "ci_low", "ci_high", "source", "verdict"]
-    )
+    loaded = [_load(find_run(run, reports=reports)) for run in runs]
+    rows = [row for other in loaded[1:] for row in _rows(loaded[0], other, columns)]
     warnings = [w for other in loaded[1:] for w in _environment_warnings(loaded[0], other)]
-    return Comparison(tuple(r.label for r in loaded), table, tuple(warnings), tuple(_unmatched(loaded)))
+    unmatched = _unmatched(loaded) + [line for other in loaded[1:] for line in _one_sided(loaded[0], other, columns)]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return RunComparison(tuple(r.label for r in loaded), table, tuple(warnings), tuple(unmatched))
 
 
-# ------------------------------------------------------------------------------------------------------ loading
-
-
-def _load(ref: str | Path | RunDir, reports: str | Path) -> _Run:
-    run = ref if isinstance(ref, RunDir) else ReportStore(reports).find(str(ref))
-    envelope = run.read_envelope()
-    records = run.read_variants()
-    results = run.path / RESULTS_FILE
-    frame = pd.read_parquet(results) if results.exists() else records_to_frame(run.run_id, records)
-    measured = frame[frame["status"] == "ok"].dropna(subset=["mode", "step"]) if "mode" in frame else frame.iloc[0:0]
-    samples = _record_samples(records)
-    for variant, details in load_details(run, [r.variant for r in records]).items():
-        for key, found in _window_samples(variant, details):
-            samples.setdefault(key, {}).update({k: v for k, v in found.items() if k not in samples.get(key, {})})
-    label = f"{run.recipe_name}/{run.run_id}"
-    return _Run(label, envelope, measured.reset_index(drop=True), {r.variant: r for r in records}, samples)
-
-
-def _record_samples(records: list[VariantRecord]) -> dict[Key, dict[str, list[float]]]:
-    found: dict[Key, dict[str, list[float]]] = {}
-    for record in records:
-        for m in record.measurements:
-            kept: Mapping[str, list[float]] = getattr(m, "samples", None) or {}
-            if kept:
-                found[(record.variant, m.mode, m.step)] = {column_name(k): list(v) for k, v in kept.items()}
-    return found
-
-
-def _window_samples(variant: str, details: dict[str, Any]) -> Iterator[tuple[Key, dict[str, list[float]]]]:
-    """Per-window throughput and tail latency of each served step (``load/<variant>.json``)."""
-    for step in details.get("steps", []):
-        windows = step.get("windows") or []
-        found: dict[str, list[float]] = {}
-        for window in windows:
-            for name, value in window.items():
-                if (name == "throughput_rps" or name.startswith("latency_ms_")) and value is not None:
-                    found.setdefault(name, []).append(float(value))
-        if found:
-            yield (variant, "served", str(step.get("step"))), found
+def _load(run: RunDir) -> _Run:
+    records = {r.variant: r for r in run.read_variants()}
+    return _Run(run.label, run.read_envelope(), records, run_source(run))
 
 
 # ------------------------------------------------------------------------------------------------------- ratios
 
 
-def _ratios(
-    base: _Run, other: _Run, metrics: list[str], *, confidence: float, resamples: int, rng: np.random.Generator
-) -> Iterator[dict[str, Any]]:
-    mine = {_key(r): r for _, r in other.frame.iterrows()}
-    for _, row in base.frame.iterrows():
-        key = _key(row)
-        if key not in mine:
+def _rows(base: _Run, other: _Run, metrics: list[str]) -> Iterator[dict[str, Any]]:
+    for key in base.source.cases:
+        if key not in other.source.cases:
             continue
         for metric in metrics:
-            a, b = _number(row.get(metric)), _number(mine[key].get(metric))
-            if a is None or b is None or a == 0:
+            a, b = base.source.cases[key].get(metric, Figure()), other.source.cases[key].get(metric, Figure())
+            if a.empty or b.empty:
                 continue
-            draws_a = _draws(base.samples.get(key, {}), row, metric, resamples, rng)
-            draws_b = _draws(other.samples.get(key, {}), mine[key], metric, resamples, rng)
-            low, high, source = _interval(draws_a, draws_b, confidence)
-            yield {
-                **dict(zip(KEY, key, strict=True)),
-                "metric": metric,
-                "run": other.label,
-                "baseline": a,
-                "value": b,
-                "ratio": b / a,
-                "ci_low": low,
-                "ci_high": high,
-                "source": source,
-                "verdict": _verdict(metric, low, high),
-            }
+            comparison = compare_figures(a, b, higher_is_worse=not higher_is_better(metric))
+            yield {**_where(base.source, key), "metric": metric, "run": other.label, **_ratio(comparison, metric)}
 
 
-def _key(row: pd.Series) -> Key:
-    return str(row["variant"]), str(row["mode"]), str(row["step"])
+def _where(source: Source, key: str) -> dict[str, str]:
+    variant, _, step = key.rpartition(CASE_SEPARATOR)
+    return {"variant": variant, "mode": source.modes.get(key, ""), "step": step}
 
 
-def _number(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
+def _ratio(c: Comparison, metric: str) -> dict[str, Any]:
+    """The gate's oriented relative change (positive is worse) as a plain ratio: candidate / baseline."""
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    low, high = sorted((1 + sign * c.ci_low, 1 + sign * c.ci_high))
+    return {
+        "baseline": c.baseline,
+        "value": c.candidate,
+        "ratio": 1 + sign * c.change,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": c.p_value,
+        "n_baseline": c.n_baseline,
+        "n_candidate": c.n_candidate,
+        "method": c.interval if c.test == "none" else f"{c.interval}; {c.test}",
+        "verdict": _verdict(c, metric),
+    }
 
 
-@dataclass(frozen=True)
-class _Draws:
-    means: np.ndarray  # bootstrap distribution of the figure's mean
-    source: str
+def _verdict(c: Comparison, metric: str) -> str:
+    """``slower``/``worse`` when all of the interval is worse, ``faster``/``better`` when all of it is
+    better, else ``no clear change`` (an exact figure's interval is its change)."""
+    if not (math.isfinite(c.ci_low) and math.isfinite(c.ci_high)) or c.ci_low <= 0 <= c.ci_high:
+        return "no clear change"
+    speed = metric.startswith(SPEED_PREFIXES)
+    if c.ci_low > 0:
+        return "slower" if speed else "worse"
+    return "faster" if speed else "better"
 
 
-def _draws(
-    samples: Mapping[str, list[float]], row: pd.Series, metric: str, resamples: int, rng: np.random.Generator
-) -> _Draws | None:
-    """Resampled means of the trials behind ``row[metric]``, or None when nothing of its spread was kept."""
-    kept = np.asarray(samples.get(metric, []), dtype=np.float64)
-    if len(kept) >= 2:
-        picks = rng.integers(0, len(kept), size=(resamples, len(kept)))
-        return _Draws(kept[picks].mean(axis=1), "windows" if row.get("mode") == "served" else "trials")
-    std, trials = _number(row.get(STD_COLUMNS.get(metric, ""))), _number(row.get("trials"))
-    if std is None or trials is None or trials < 2:
-        return None
-    mean = float(row[metric])
-    normal = rng.normal(mean, std, size=(resamples, int(trials)))
-    return _Draws(normal.mean(axis=1), "normal")
-
-
-def _interval(a: _Draws | None, b: _Draws | None, confidence: float) -> tuple[float, float, str | None]:
-    if a is None or b is None:
-        return float("nan"), float("nan"), None
-    ratios = b.means / np.where(a.means == 0, np.nan, a.means)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.nanpercentile(ratios, [tail, 100 - tail])
-    source = a.source if a.source == b.source else f"{a.source}/{b.source}"
-    return float(low), float(high), source
-
-
-def _verdict(metric: str, low: float, high: float) -> str:
-    if np.isnan(low) or np.isnan(high):
-        return "no spread"
-    if low <= 1.0 <= high:
-        return "within noise"
-    up = low > 1.0
-    return "better" if up == higher_is_better(metric) else "worse"
+def _one_sided(base: _Run, other: _Run, metrics: list[str]) -> list[str]:
+    """Figures one run has per-trial values (or a summary) for and the other has not."""
+    found = []
+    for key in base.source.cases.keys() & other.source.cases.keys():
+        for metric in metrics:
+            sides = [run for run in (base, other) if not run.source.cases[key].get(metric, Figure()).empty]
+            if len(sides) == 1:
+                where = _where(base.source, key)
+                found.append(f"{where['variant']} {where['mode']} {where['step']} {metric}: only in {sides[0].label}")
+    return sorted(found)
 
 
 def _unmatched(runs: list[_Run]) -> list[str]:
-    keys = [{_key(r) for _, r in run.frame.iterrows()} for run in runs]
-    every = set.union(*keys)
-    common = set.intersection(*keys)
-    return [
-        f"{variant} {mode} {step}: only in {', '.join(run.label for run, k in zip(runs, keys, strict=True) if (variant, mode, step) in k)}"
-        for variant, mode, step in sorted(every - common)
-    ]
+    keys = [set(run.source.cases) for run in runs]
+    every, common = set.union(*keys), set.intersection(*keys)
+    lines = []
+    for key in sorted(every - common):
+        source = next(run.source for run in runs if key in run.source.cases)
+        where = _where(source, key)
+        having = ", ".join(run.label for run, k in zip(runs, keys, strict=True) if key in k)
+        lines.append(f"{where['variant']} {where['mode']} {where['step']}: only in {having}")
+    return lines
 
 
 # -------------------------------------------------------------------------------------------------- environment

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from workbench.errors import UsageError
-from workbench.report.rundir import RUN_FILE, ReportStore, RunDir
+from workbench.errors import CorruptRunError, UsageError
+from workbench.report.rundir import ReportStore, RunDir
 
 __all__ = ["BASELINE_DIR", "PROMOTED_FILE", "Promotion", "promote"]
 
 BASELINE_DIR = "baseline"
 PROMOTED_FILE = "baseline.json"
-LOAD_DIR = "load"
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def promote(run_ref: str, *, reports: Path) -> Promotion:
         raise UsageError(f"run {run.run_id} is {envelope.status}; promote a complete run (`workbench run --resume`)")
     target = run.path.parent / BASELINE_DIR
     staging = Path(tempfile.mkdtemp(prefix=".baseline-", dir=run.path.parent)) / BASELINE_DIR
-    shutil.copytree(run.path, staging, ignore=_skip_load_records(run.path))
+    shutil.copytree(run.path, staging, ignore=_skip_load_records(run))
     provenance = {"run_id": run.run_id, "source": str(run.path), "promoted": datetime.now(UTC).isoformat()}
     (staging / PROMOTED_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     replaced = _previous_run_id(target)
@@ -57,9 +56,9 @@ def promote(run_ref: str, *, reports: Path) -> Promotion:
     return Promotion(path=target, source=run, replaced=replaced)
 
 
-def _skip_load_records(root: Path) -> Callable[[str, list[str]], list[str]]:
+def _skip_load_records(run: RunDir) -> Callable[[str, list[str]], list[str]]:
     def ignore(folder: str, names: list[str]) -> list[str]:
-        if Path(folder) == root / LOAD_DIR:
+        if Path(folder) == run.load_dir:
             return [name for name in names if (Path(folder) / name).is_dir()]
         return []
 
@@ -67,9 +66,13 @@ def _skip_load_records(root: Path) -> Callable[[str, list[str]], list[str]]:
 
 
 def _previous_run_id(target: Path) -> str | None:
-    if not (target / RUN_FILE).exists():
+    previous = RunDir(target)
+    if not previous.run_file.exists():
         return None
-    return str(RunDir(target).read_envelope().run_id)
+    try:
+        return str(previous.read_envelope().run_id)
+    except CorruptRunError:  # replacing a broken baseline is what promote is for
+        return "an unreadable baseline"
 
 
 def _swap(staging: Path, target: Path) -> None:

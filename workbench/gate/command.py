@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from serving_harness.config import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingConfig
 from workbench.errors import UsageError
 from workbench.gate.output import junit_xml, markdown
 from workbench.gate.rules import GateOptions, GateResult, gate, parse_rule
@@ -94,7 +94,7 @@ def _interleaved(request: GateRequest) -> tuple[Source, Source, list[str]]:
     if bb is not None and cb is not None and bm is None and cm is None:
         sides = (bundle_contender("baseline", bb), bundle_contender("candidate", cb))
     elif bm is not None and cm is not None and bb is None and cb is None:
-        settings = ServingSettings(runtime=RuntimeSettings(intra_op_threads=request.threads))
+        settings = ServingConfig(runtime=RuntimeSettings(intra_op_threads=request.threads))
         sides = (model_contender("baseline", bm, settings), model_contender("candidate", cm, settings))
     else:
         raise UsageError(

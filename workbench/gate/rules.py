@@ -48,7 +48,7 @@ from workbench.stats import (
     decide,
 )
 
-__all__ = ["Check", "GateOptions", "GateResult", "Rule", "gate", "gate_options", "parse_rule"]
+__all__ = ["Check", "GateOptions", "GateResult", "Rule", "compare_figures", "gate", "gate_options", "parse_rule"]
 
 InconclusivePolicy = Literal["pass", "fail"]
 _RULE = re.compile(r"^(?P<metric>[A-Za-z][\w.]*):(?P<sign>[+-])?(?P<amount>\d+(?:\.\d*)?|\.\d+)(?P<percent>%)?$")
@@ -234,7 +234,23 @@ def _check(
 
 
 def _compare(b: Figure, c: Figure, rule: Rule, paired: bool, statistic: Statistic) -> Comparison:
-    worse, relative = rule.higher_is_worse, rule.threshold.relative
+    return compare_figures(
+        b, c, higher_is_worse=rule.higher_is_worse, relative=rule.threshold.relative, paired=paired, statistic=statistic
+    )
+
+
+def compare_figures(
+    b: Figure,
+    c: Figure,
+    *,
+    higher_is_worse: bool,
+    relative: bool = True,
+    paired: bool = False,
+    statistic: Statistic = "median",
+) -> Comparison:
+    """Baseline figure ``b`` against candidate figure ``c``: the gate's comparison, before any threshold
+    (``workbench compare`` shows exactly this). Neither figure may be empty."""
+    worse = higher_is_worse
     if b.exact is not None and c.exact is not None:
         return compare_exact(b.exact, c.exact, higher_is_worse=worse, relative=relative)
     if b.values and c.values:

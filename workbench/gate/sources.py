@@ -5,12 +5,16 @@ Each source becomes cases (a variant at a load step, or one benchmark) holding f
 name (``throughput_rps``, ``latency_ms_p99``, ``accuracy``; pytest-benchmark's ``mean``, ``ops``, ...).
 A figure carries one value per trial when there are any, else only a summary (mean, std, n), else one
 exact value (a deterministic figure such as accuracy on a fixed evaluation set).
+
+This is the one loader of measurements to compare: ``workbench gate`` and ``workbench compare`` both
+read runs through ``run_source``. A served step of a run from before per-window figures were kept in
+its record takes them from the run's load details (``load/<variant>.json``), the same windows.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import NotFoundError, UsageError
-from workbench.report.rundir import RUN_FILE, ReportStore, RunDir
+from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import Measurement, VariantRecord
 from workbench.stats import Summary, block_statistics
 
@@ -26,6 +30,8 @@ __all__ = [
     "PYTEST_BENCHMARK_FIELDS",
     "Figure",
     "Source",
+    "case_key",
+    "find_run",
     "load_source",
     "pytest_benchmark_source",
     "run_source",
@@ -68,6 +74,7 @@ class Source:
     environment: dict[str, Any] | None = None
     kind: str = "run"  # "run", "pytest-benchmark" or "interleaved"
     failed: dict[str, str] = field(default_factory=dict)  # variant → why it failed (runs only)
+    modes: dict[str, str] = field(default_factory=dict)  # case key → "inprocess", "served" or "quality" (runs only)
 
 
 def load_source(ref: str | Path, *, reports: Path) -> Source:
@@ -75,42 +82,73 @@ def load_source(ref: str | Path, *, reports: Path) -> Source:
     path = Path(ref)
     if path.is_file() and path.suffix == ".json":
         return pytest_benchmark_source(path)
-    if path.is_dir() and not (path / RUN_FILE).exists():
+    return run_source(find_run(ref, reports=reports))
+
+
+def find_run(ref: str | Path | RunDir, *, reports: str | Path) -> RunDir:
+    """A run by reference (folder, ``recipe/run-id``, run id, ``latest``), or the RunDir given."""
+    if isinstance(ref, RunDir):
+        return ref
+    path = Path(ref)
+    if path.is_dir() and not RunDir(path).run_file.exists():
         raise NotFoundError(
-            f"{path} is not a run: it has no {RUN_FILE} (promote one with `workbench baseline promote`)"
+            f"{path} is not a run: it has no {RunDir(path).run_file.name} (promote one with `workbench baseline promote`)"
         )
-    return run_source(ReportStore(reports).find(str(ref)).path)
+    return ReportStore(reports).find(str(ref))
 
 
 # ------------------------------------------------------------------------------------------------ report runs
 
 
-def run_source(path: Path) -> Source:
+def run_source(run: Path | RunDir) -> Source:
     """Every ok or rejected variant of a run: a case per measurement step, and one for its quality."""
-    run = RunDir(path)
+    run = run if isinstance(run, RunDir) else RunDir(run)
     envelope = run.read_envelope()
+    records = run.read_variants()
+    details = run.read_load_details(r.variant for r in records)
     cases: dict[str, dict[str, Figure]] = {}
     failed: dict[str, str] = {}
-    for record in run.read_variants():
+    modes: dict[str, str] = {}
+    for record in records:
         if record.status == "failed":
             failed[record.variant] = record.reason or "failed"
             continue
-        cases.update(_record_cases(record))
-    return Source(label=str(path), cases=cases, environment=envelope.environment, failed=failed)
+        for key, mode, figures in _record_cases(record, details.get(record.variant, {})):
+            cases[key], modes[key] = figures, mode
+    label = str(run.path)
+    return Source(label=label, cases=cases, environment=envelope.environment, failed=failed, modes=modes)
 
 
-def _record_cases(record: VariantRecord) -> dict[str, dict[str, Figure]]:
-    cases: dict[str, dict[str, Figure]] = {}
+def _record_cases(record: VariantRecord, details: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Figure]]]:
     if record.quality is not None:
         quality = record.quality
-        cases[case_key(record.variant, QUALITY_CASE)] = {
-            "accuracy": Figure(exact=quality.value),
-            "accuracy_drop": Figure(exact=quality.drop),
-            "accuracy_drop_rel": Figure(exact=quality.drop_rel),
-        }
-    for measurement in record.measurements:
-        cases[case_key(record.variant, measurement.step)] = _measurement_figures(measurement)
-    return cases
+        yield (
+            case_key(record.variant, QUALITY_CASE),
+            QUALITY_CASE,
+            {
+                "accuracy": Figure(exact=quality.value),
+                "accuracy_drop": Figure(exact=quality.drop),
+                "accuracy_drop_rel": Figure(exact=quality.drop_rel),
+            },
+        )
+    windows = _window_samples(details)
+    for m in record.measurements:
+        samples = m.samples or (windows.get(m.step, {}) if m.mode == "served" else {})
+        yield case_key(record.variant, m.step), m.mode, _measurement_figures(m, samples)
+
+
+def _window_samples(details: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Per-window throughput and latency of each served step in ``load/<variant>.json``, by step."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for step in details.get("steps") or []:
+        figures: dict[str, list[float]] = {}
+        for window in step.get("windows") or []:
+            for name, value in window.items():
+                if (name == "throughput_rps" or name.startswith("latency_ms_")) and value is not None:
+                    figures.setdefault(name, []).append(float(value))
+        if figures:
+            found[str(step.get("step"))] = figures
+    return found
 
 
 def case_key(variant: str, step: str) -> str:
@@ -118,7 +156,7 @@ def case_key(variant: str, step: str) -> str:
     return f"{variant} · {step}"
 
 
-def _measurement_figures(m: Measurement) -> dict[str, Figure]:
+def _measurement_figures(m: Measurement, samples: Mapping[str, list[float]]) -> dict[str, Figure]:
     """Per-trial values where the run stored them; otherwise what the summary columns still allow."""
     # Every latency figure is named, empty when this step could not carry it: a rule on it is then
     # inconclusive for this case rather than unknown.
@@ -127,9 +165,9 @@ def _measurement_figures(m: Measurement) -> dict[str, Figure]:
     p50 = m.latency_ms.get("p50")
     if p50 is not None:
         figures["latency_ms_p50"] = _summary_figure(p50, m.latency_ms_p50_std, m.trials)
-    figures.update({name: Figure(values=tuple(values)) for name, values in m.samples.items()})
-    if "throughput_rps" in m.samples:
-        items = tuple(v * m.batch_size for v in m.samples["throughput_rps"])
+    figures.update({name: Figure(values=tuple(values)) for name, values in samples.items()})
+    if "throughput_rps" in samples:
+        items = tuple(v * m.batch_size for v in samples["throughput_rps"])
         figures["throughput_items_per_s"] = Figure(values=items)
     return figures
 

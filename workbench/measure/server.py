@@ -5,6 +5,10 @@ ARTIFACT --name NAME --host 127.0.0.1 --port 0 --settings-json SETTINGS``. Its s
 (JSON log lines, and the one ``{"event": "listening", "port": ...}`` line) go to a log file; a server
 that exits is reported with that log's tail.
 
+The server dies with the workbench: ``stop()`` (or leaving the ``with`` block, an exception or an
+interrupt included) stops it, and on Linux the kernel kills it if the workbench itself is killed
+(see ``workbench.measure.children``).
+
 Example::
 
     with HarnessServer(artifact, settings, name="digits", log_path=workdir / "server.log") as server:
@@ -26,8 +30,9 @@ from types import TracebackType
 
 import httpx
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from workbench.errors import MeasurementError
+from workbench.measure.children import tied_to_parent
 
 __all__ = ["HarnessServer", "log_tail"]
 
@@ -54,7 +59,7 @@ class HarnessServer:
     def __init__(
         self,
         model_path: Path,
-        settings: ServingSettings,
+        settings: ServingConfig,
         *,
         name: str,
         log_path: Path,
@@ -95,7 +100,11 @@ class HarnessServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env()
+                tied_to_parent(self.command()),  # a killed workbench leaves no server behind
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
             )
         logger.info("serving_harness pid %d, log %s", self._process.pid, self.log_path)
         try:

@@ -49,6 +49,16 @@ class ProcessSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def samples_taken(self) -> int:
+        """Readings recorded so far; a caller can wait on it instead of sleeping a guessed time."""
+        return len(self._cpu)
+
+    @property
+    def sampling(self) -> bool:
+        """True while the sampling thread runs: from ``start`` until ``stop`` or the process exiting."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Start sampling; raises ``psutil.NoSuchProcess`` when the process is not there."""
         if self._thread is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 
 # Importing the source modules registers them.
-from workbench.models import examples, onnx_source, torch_source  # noqa: F401
+from workbench.models import example_source, onnx_source, torch_source  # noqa: F401
 from workbench.models.base import MODEL_SOURCES, SourceModel
 from workbench.paths import cache_dir
 from workbench.recipe.spec import ModelSpec

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from serving_harness.runtimes.base import TensorSpec
 
 
@@ -78,7 +78,7 @@ class StepSpec(_Spec):
 class ServingSpace(_Spec):
     """Serving settings: a base, and a grid of dotted keys → values to sweep."""
 
-    base: dict[str, Any] = Field(default_factory=dict, description="ServingSettings fields.")
+    base: dict[str, Any] = Field(default_factory=dict, description="ServingConfig fields.")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="e.g. runtime.intra_op_threads: [1, 2]")
 
 
@@ -86,7 +86,7 @@ class OptunaSpec(_Spec):
     """How ``strategy: optuna`` samples the space (pipeline × serving grid, as categorical choices)."""
 
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, description="Sampler seed (numpy seeds are non-negative).")
     objectives: list[str] = Field(
         default_factory=list,
         description="Metrics to optimize together (multi-objective, e.g. [throughput_items_per_s, accuracy_drop]); "
@@ -139,13 +139,26 @@ def _step_spec(entry: str | dict[str, dict[str, Any] | None]) -> StepSpec:
 class MeasureSpec(_Spec):
     """In-process measurement: per variant and batch size, warm-up then repeated trials."""
 
-    batch_sizes: tuple[int, ...] = Field(default=(1, 32), min_length=1)
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(1, 32), min_length=1)
     warmup_iters: int = Field(default=10, ge=0)
     trials: int = Field(default=5, ge=2, description="Repeated trials; the spread is taken across them.")
     trial_duration_s: float = Field(default=0.5, gt=0)
     min_trial_iters: int = Field(default=20, ge=1)
     max_trial_iters: int = Field(default=100_000, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _distinct(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"each batch size once, got {list(sizes)}")
+        return sizes
+
+    @model_validator(mode="after")
+    def _iters_ordered(self) -> MeasureSpec:
+        if self.min_trial_iters > self.max_trial_iters:
+            raise ValueError(f"min_trial_iters {self.min_trial_iters} is above max_trial_iters {self.max_trial_iters}")
+        return self
 
 
 class LoadSpec(_Spec):
@@ -164,6 +177,8 @@ class Bound(_Spec):
     def _one_side(self) -> Bound:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no value can meet it")
         return self
 
 
@@ -172,7 +187,7 @@ class ObjectiveSpec(_Spec):
 
     maximize: str | None = "throughput_rps"
     minimize: str | None = None
-    batch_size: int | None = Field(default=None, description="Rank at this batch size (default: the largest).")
+    batch_size: int | None = Field(default=None, ge=1, description="Rank at this batch size (default: the largest).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ObjectiveSpec:
@@ -199,7 +214,7 @@ class Recipe(_Spec):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names the report folder.")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     model: ModelSpec
     data: DataSpec = DataSpec()
     search: SearchSpec
@@ -212,5 +227,5 @@ class Recipe(_Spec):
     export: ExportSpec = ExportSpec()
     cost: CostSpec | None = Field(default=None, description="Instance price: the report adds cost per 1M inferences.")
 
-    def serving_base(self) -> ServingSettings:
-        return ServingSettings.model_validate(self.search.serving.base)
+    def serving_base(self) -> ServingConfig:
+        return ServingConfig.model_validate(self.search.serving.base)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pandas as pd
 from pydantic import ValidationError
 
@@ -22,15 +20,14 @@ from workbench.decide.select import Objective, Selection, measured_rows, pareto_
 from workbench.errors import NoFeasibleVariant
 from workbench.metrics import column_name
 from workbench.recipe.spec import Bound, ObjectiveSpec
-from workbench.report.rundir import RESULTS_FILE, RunDir
+from workbench.report.rundir import RunDir
 from workbench.report.schema import RunEnvelope
-from workbench.report.table import LATENCY_KEYS, RESOURCE_KEYS, SERVER_KEYS, records_to_frame
+from workbench.report.table import LATENCY_KEYS, RESOURCE_KEYS, SERVER_KEYS
 
-__all__ = ["FLAG_MEANINGS", "Findings", "ReportInputs", "find", "find_run", "load_details", "report_inputs"]
+__all__ = ["FLAG_MEANINGS", "Findings", "ReportInputs", "find", "find_run", "report_inputs"]
 
 logger = logging.getLogger(__name__)
 
-LOAD_DIR = "load"
 LATENCY_LADDER = ("p50", "p90", "p95", "p99", "p999", "max")
 FRAME_COLUMNS = (
     "variant", "status", "reason", "runtime", "metric", "accuracy", "accuracy_drop", "artifact_mb",
@@ -136,11 +133,8 @@ def find(
 def find_run(run: RunDir, *, price_per_hour: float | None = None) -> Findings:
     """``find`` on a run folder: its envelope, results (rebuilt from the records if absent) and load details."""
     envelope = run.read_envelope()
-    records = run.read_variants()
-    results = run.path / RESULTS_FILE
-    frame = pd.read_parquet(results) if results.exists() else records_to_frame(run.run_id, records)
-    details = load_details(run, [r.variant for r in records])
-    return find(envelope, frame, details=details, price_per_hour=price_per_hour)
+    details = run.read_load_details(r.variant for r in run.read_variants())
+    return find(envelope, run.read_results(), details=details, price_per_hour=price_per_hour)
 
 
 def _complete(frame: pd.DataFrame) -> pd.DataFrame:
@@ -175,31 +169,3 @@ def _flagged(frame: pd.DataFrame) -> pd.DataFrame:
     if "flags" not in frame:
         return frame.iloc[0:0]
     return frame[frame["flags"].fillna("").astype(str) != ""]
-
-
-def load_details(run: RunDir, variants: list[str]) -> dict[str, dict[str, Any]]:
-    """``load/<variant>.json`` (per-step windows, server breakdown, batch sizes) for each served variant.
-
-    A details file names its variant (``"variant"``), or is named after it (the raw id or the
-    file-safe one that ``RunDir.variant_path`` makes).
-    """
-    folder = run.path / LOAD_DIR
-    if not folder.is_dir():
-        return {}
-    by_stem = {name: v for v in variants for name in (v, run.variant_path(v).stem)}
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("*.json")):
-        data = _read_json(path)
-        variant = data.get("variant") if data.get("variant") in variants else by_stem.get(path.name[: -len(".json")])
-        if variant is not None:
-            found[str(variant)] = data
-    return found
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError:  # a details file cut short: the report goes on without its detail
-        logger.warning("unreadable load details %s", path)
-        return {}
-    return data if isinstance(data, dict) else {}

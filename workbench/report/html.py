@@ -6,9 +6,14 @@ server's queue/compute/batch-size breakdown, in-process throughput, flagged meas
 environment and the exact recipe. A Content-Security-Policy forbids anything but inline styles and
 ``data:`` images, so a page that would reach outside itself shows it as an error in the browser.
 
+The run's own page is written once, from the run's own recipe (its price included), when it is
+missing; a page at another price goes elsewhere (``out``), so a finished run is never rewritten
+(see ``workbench.report.rundir``).
+
 Example::
 
     path = write_report_html(RunDir(Path("reports/digits-cpu/0001-20261123T201500Z")))
+    other = write_report_html(run, price_per_hour=2.0, out=Path("/tmp/digits-at-2usd.html"))
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.errors import UsageError
 from workbench.report.findings import Findings, find, find_run
 from workbench.report.plots import Plot, run_plots
 from workbench.report.render import (
@@ -42,12 +48,11 @@ from workbench.report.render import (
     summary_rows,
     verdict,
 )
-from workbench.report.rundir import RunDir, atomic_write
+from workbench.report.rundir import HTML_FILE, RunDir, atomic_write
 from workbench.report.schema import RunEnvelope, VariantRecord
 
 __all__ = ["HTML_FILE", "render_html", "write_report_html"]
 
-HTML_FILE = "report.html"
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2330;margin:0;background:#f6f7f9}
@@ -201,15 +206,32 @@ def render_html(
     )
 
 
-def write_report_html(run: RunDir, *, price_per_hour: float | None = None) -> Path:
-    """Render ``report.html`` from the run's own files (envelope, variants, results, load details).
+def write_report_html(run: RunDir, *, price_per_hour: float | None = None, out: Path | None = None) -> Path:
+    """Render the page from the run's own files (envelope, variants, results, load details); return its path.
 
-    The page is a rendering of the run's data, so it is rewritten in place (atomically) when asked
-    again, e.g. with another price; the data files themselves are never touched.
+    Without ``out``: the run's ``report.html``, written only when it is missing (a finished run is
+    never rewritten). With ``out``: that file (replaced if there), which must lie outside the run's
+    folder. ``price_per_hour`` (another price than the recipe's) needs ``out``: the run's own page
+    says what the run decided, at the run's price.
     """
-    envelope = run.read_envelope()
-    records = run.read_variants()
+    if out is None and price_per_hour is not None:
+        raise UsageError(
+            f"{run.html_path} is the run's own page (at its recipe's price): give --out FILE for another price"
+        )
+    if out is None and run.html_path.exists():
+        return run.html_path
+    if out is not None and out.resolve().is_relative_to(run.path.resolve()):
+        raise UsageError(
+            f"--out {out}: inside the run's folder, and a finished run is never rewritten; write it elsewhere"
+        )
+    page = _render_run(run, price_per_hour)
+    if out is None:
+        run.write_html(page)
+        return run.html_path
+    atomic_write(out, page.encode(), overwrite=True)
+    return out
+
+
+def _render_run(run: RunDir, price_per_hour: float | None) -> str:
     findings = find_run(run, price_per_hour=price_per_hour)
-    path = run.path / HTML_FILE
-    atomic_write(path, render_html(envelope, findings.frame, records, findings=findings).encode(), overwrite=True)
-    return path
+    return render_html(run.read_envelope(), findings.frame, run.read_variants(), findings=findings)

@@ -1,29 +1,73 @@
 """The report store: ``reports/<recipe>/<run-id>/``, append-only, every file written atomically.
 
+``RunDir`` owns a run's folder: every file name, every read and every write goes through it.
+
+    run.json            the envelope; replaced (atomically) while the run is in progress
+    variants/<v>.json   one record per finished variant; written once
+    load/<v>.json       a served variant's details (windows, server breakdown, SLA search);
+                        replaced only until the variant's record is written
+    load/<v>/           the server's log and Locust's records of that variant
+    results.parquet     a row per variant × step; replaced only until the run is complete
+    report.md, .html    renderings of the files above; written only when missing
+
 Run ids are numbered and dated (``0003-20261123T201500Z``) and never reused (after
-pytest-benchmark's storage). A run's files are written once; only ``run.json`` is replaced while
-the run is in progress, and a finished run is never rewritten.
+pytest-benchmark's storage).
+
+**A finished run is never rewritten.** Its data files are what was measured; its renderings are what
+the run said when it finished. A rendering is therefore written only when it is missing (a run
+from an older workbench, or one whose plots failed), and a different rendering (another price,
+another template) goes elsewhere (``write_report_html(run, out=...)``, ``workbench report open
+--out FILE``). We chose "missing only, else elsewhere" over "re-render in place" because a page that
+changes after the fact no longer says what the run decided, and a committed baseline would change
+under review.
+
+**A file that is there but unreadable** (bad JSON, a parquet file cut short, bytes that are not
+UTF-8) raises ``CorruptRunError`` naming the file and the problem, never a traceback. A load
+details file is the one exception: it only adds detail, so a broken one is logged and skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 
-from workbench.errors import NotFoundError
+from workbench.errors import CorruptRunError, NotFoundError
 from workbench.report.schema import RunEnvelope, RunStatus, VariantRecord, migrate
+from workbench.report.table import records_to_frame
+
+__all__ = [
+    "HTML_FILE",
+    "LOAD_DIR",
+    "MARKDOWN_FILE",
+    "RESULTS_FILE",
+    "RUN_FILE",
+    "VARIANTS_DIR",
+    "ReportStore",
+    "RunDir",
+    "atomic_write",
+]
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 VARIANTS_DIR = "variants"
 RESULTS_FILE = "results.parquet"
-_RUN_ID = re.compile(r"^(\d{4,})-\d{8}T\d{6}Z$")
+LOCK_FILE = ".lock"  # flock-ed by the one process writing the run; holds that process's pid
+LOAD_DIR = "load"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+FINISHED: frozenset[RunStatus] = frozenset({"complete"})  # interrupted and failed runs may still be resumed
+_RUN_ID = re.compile(r"^(\d{4,})-(\d{8}T\d{6}Z)$")
 
 
 def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
@@ -43,9 +87,30 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> None:
         raise
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise CorruptRunError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _corrupt(path: Path, exc: Exception) -> CorruptRunError:
+    """One line: the file and what is wrong with it (pydantic's first error only)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        problem = f"not a valid record: {where}: {first.get('msg')}" if where else str(first.get("msg"))
+    else:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CorruptRunError(path, problem)
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """One run's folder."""
+    """One run's folder: its file names, reads and writes."""
 
     path: Path
 
@@ -57,11 +122,62 @@ class RunDir:
     def recipe_name(self) -> str:
         return self.path.parent.name
 
+    @property
+    def label(self) -> str:
+        """``recipe/run-id``, how commands name the run."""
+        return f"{self.recipe_name}/{self.run_id}"
+
+    # ------------------------------------------------------------------------------------------- names
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.path / MARKDOWN_FILE
+
+    @property
+    def html_path(self) -> Path:
+        return self.path / HTML_FILE
+
+    @property
+    def load_dir(self) -> Path:
+        return self.path / LOAD_DIR
+
+    @property
+    def lock_path(self) -> Path:
+        """The file the process writing this run holds an exclusive ``flock`` on (its pid inside)."""
+        return self.path / LOCK_FILE
+
+    def variant_path(self, variant: str) -> Path:
+        return self.path / VARIANTS_DIR / f"{_safe(variant)}.json"
+
+    def load_details_path(self, variant: str) -> Path:
+        return self.load_dir / f"{_safe(variant)}.json"
+
+    def load_workdir(self, variant: str) -> Path:
+        """Where the server's log and Locust's records of ``variant`` go (not copied into a baseline)."""
+        return self.load_dir / _safe(variant)
+
+    # --------------------------------------------------------------------------------------- envelope
+
     def read_envelope(self) -> RunEnvelope:
-        return RunEnvelope.model_validate(migrate(orjson.loads((self.path / RUN_FILE).read_bytes())))
+        data = _read_bytes(self.run_file)
+        try:
+            document = orjson.loads(data)
+            if not isinstance(document, dict):
+                raise ValueError(f"expected a JSON object, found {type(document).__name__}")
+            return RunEnvelope.model_validate(migrate(document))
+        except ValueError as exc:  # bad JSON, not UTF-8, or not an envelope (pydantic's errors are ValueErrors)
+            raise _corrupt(self.run_file, exc) from None
 
     def write_envelope(self, envelope: RunEnvelope) -> None:
-        atomic_write(self.path / RUN_FILE, envelope.model_dump_json(indent=2).encode(), overwrite=True)
+        atomic_write(self.run_file, envelope.model_dump_json(indent=2).encode(), overwrite=True)
 
     def set_status(self, status: RunStatus, summary: dict[str, Any] | None = None) -> None:
         """Mark the run finished with ``status`` (and its summary, when given)."""
@@ -70,9 +186,10 @@ class RunDir:
             update["summary"] = summary
         self.write_envelope(self.read_envelope().model_copy(update=update))
 
-    def variant_path(self, variant: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9._=,@-]", "_", variant)
-        return self.path / VARIANTS_DIR / f"{safe}.json"
+    def is_finished(self) -> bool:
+        return self.read_envelope().status in FINISHED
+
+    # --------------------------------------------------------------------------------------- variants
 
     def write_variant(self, record: VariantRecord) -> None:
         atomic_write(self.variant_path(record.variant), record.model_dump_json(indent=2).encode())
@@ -80,10 +197,101 @@ class RunDir:
     def read_variants(self) -> list[VariantRecord]:
         folder = self.path / VARIANTS_DIR
         files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns) if folder.exists() else []
-        return [VariantRecord.model_validate_json(f.read_bytes()) for f in files]
+        return [self._read_variant(f) for f in files]
 
     def finished_variants(self) -> set[str]:
         return {record.variant for record in self.read_variants()}
+
+    def _read_variant(self, path: Path) -> VariantRecord:
+        data = _read_bytes(path)
+        try:
+            return VariantRecord.model_validate_json(data)
+        except ValueError as exc:
+            raise _corrupt(path, exc) from None
+
+    # ---------------------------------------------------------------------------------------- results
+
+    @property
+    def has_results(self) -> bool:
+        return self.results_path.exists()
+
+    def read_results(self) -> pd.DataFrame:
+        """``results.parquet``; rebuilt from the variant records while the run has not written it yet."""
+        if not self.has_results:
+            return records_to_frame(self.run_id, self.read_variants())
+        try:
+            return pd.read_parquet(self.results_path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise _corrupt(self.results_path, exc) from None
+
+    def write_results(self, frame: pd.DataFrame) -> None:
+        """Write the results table; replaced while the run is in progress (a resumed run adds variants)."""
+        self._refuse_if_finished(self.results_path)
+        atomic_write(self.results_path, frame.to_parquet(index=False), overwrite=True)
+
+    # ------------------------------------------------------------------------------------ load details
+
+    def write_load_details(self, variant: str, details: dict[str, Any]) -> None:
+        """``load/<variant>.json``; replaced only until the variant's record is written (a resumed
+        variant is measured again), never after."""
+        if self.variant_path(variant).exists():
+            raise FileExistsError(f"{self.load_details_path(variant)}: variant {variant} is finished")
+        data = orjson.dumps(details, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        atomic_write(self.load_details_path(variant), data, overwrite=True)
+
+    def read_load_details(self, variants: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``load/<variant>.json`` for each served variant that has one.
+
+        A details file names its variant (``"variant"``), or is named after it (the raw id or the
+        file-safe one). A broken one is logged and skipped: details add to a report, they are not it.
+        """
+        if not self.load_dir.is_dir():
+            return {}
+        names = list(variants)
+        by_stem = {stem: v for v in names for stem in (v, _safe(v))}
+        found: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.load_dir.glob("*.json")):
+            data = _details(path)
+            named = data.get("variant")
+            variant = named if named in names else by_stem.get(path.name.removesuffix(".json"))
+            if variant is not None:
+                found[str(variant)] = data
+        return found
+
+    # ------------------------------------------------------------------------------------- renderings
+
+    def write_markdown(self, text: str) -> bool:
+        """Write ``report.md`` when it is missing; False (nothing written) when it is there."""
+        return _write_missing(self.markdown_path, text.encode())
+
+    def write_html(self, text: str) -> bool:
+        """Write ``report.html`` when it is missing; False (nothing written) when it is there."""
+        return _write_missing(self.html_path, text.encode())
+
+    def _refuse_if_finished(self, path: Path) -> None:
+        if path.exists() and self.is_finished():
+            raise FileExistsError(f"{path}: the run is complete and a finished run is never rewritten")
+
+
+def _safe(variant: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,@-]", "_", variant)
+
+
+def _write_missing(path: Path, data: bytes) -> bool:
+    try:
+        atomic_write(path, data)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _details(path: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # a details file cut short: the report goes on without its detail
+        logger.warning("%s: unreadable load details (%s); left out", path, str(exc).splitlines()[0])
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class ReportStore:
@@ -107,6 +315,7 @@ class ReportStore:
             return RunDir(path)
 
     def runs(self, recipe_name: str | None = None) -> list[RunDir]:
+        """Every numbered run, readable or not (``report list`` marks the unreadable ones)."""
         folders = [self.root / recipe_name] if recipe_name else sorted(p for p in self.root.glob("*") if p.is_dir())
         # Numbered runs only: a promoted CI baseline (reports/<recipe>/baseline) is found by name, never as 'latest'.
         found = [
@@ -125,21 +334,23 @@ class ReportStore:
                 return RunDir(as_path)
         runs = self.runs()
         if ref == "latest" and runs:
-            return max(runs, key=lambda r: r.read_envelope().created)
-        matches = [r for r in runs if ref in (r.run_id, f"{r.recipe_name}/{r.run_id}")]
-        matches = matches or [
-            r for r in runs if r.run_id.startswith(ref) or f"{r.recipe_name}/{r.run_id}".startswith(ref)
-        ]
+            return max(runs, key=_created)
+        matches = [r for r in runs if ref in (r.run_id, r.label)]
+        matches = matches or [r for r in runs if r.run_id.startswith(ref) or r.label.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
-        known = ", ".join(f"{r.recipe_name}/{r.run_id}" for r in runs[-5:]) or "none yet"
+        known = ", ".join(r.label for r in runs[-5:]) or "none yet"
         why = "is ambiguous" if matches else "is not a run"
         raise NotFoundError(f"{ref!r} {why} under {self.root}/ (latest: {known})")
 
     def find_resumable(self, recipe_name: str, spec_hash: str) -> RunDir | None:
-        """The newest unfinished run of this exact recipe, if any."""
+        """The newest unfinished run of this exact recipe, if any (an unreadable one cannot be resumed)."""
         for run in reversed(self.runs(recipe_name)):
-            envelope = run.read_envelope()
+            try:
+                envelope = run.read_envelope()
+            except CorruptRunError as exc:
+                logger.warning("not resumable: %s", exc)
+                continue
             if envelope.spec_hash == spec_hash and envelope.status != "complete":
                 return run
         return None
@@ -148,3 +359,14 @@ class ReportStore:
     def _number(name: str) -> int:
         match = _RUN_ID.match(name)
         return int(match.group(1)) if match else 0
+
+
+def _created(run: RunDir) -> datetime:
+    """When the run started: its envelope's word, or the stamp in its id when run.json is unreadable
+    (so a broken newest run is still 'latest', and says so, rather than silently passing for an older one)."""
+    try:
+        return run.read_envelope().created
+    except CorruptRunError:
+        match = _RUN_ID.match(run.run_id)
+        stamp = match.group(2) if match else "19700101T000000Z"
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)

@@ -10,8 +10,10 @@
 A fine-tune is a callable named in the step config, ``fine_tune: pkg.module:function`` (or
 ``{function: ..., epochs: 3, learning_rate: 0.001, options: {...}}``), called as
 ``function(module, request)`` with a :class:`FineTuneRequest`; it trains ``module`` in place.
-During a magnitude fine-tune the pruning masks stay on, so pruned weights stay zero.
-``fine_tune_digits`` fine-tunes the digits example on scikit-learn's digits training split.
+During a magnitude fine-tune the pruning masks stay on, so pruned weights stay zero. The step knows
+no model or dataset: the data comes with the callable (``workbench.examples.digits:fine_tune_digits``
+trains on the digits example's training split; ``workbench.models.training.train_classifier`` helps
+write one).
 
 A structurally pruned artifact is a torch factory artifact whose factory is :func:`build_pruned`:
 it builds the original architecture and resizes the pruned layers, so ``weights.pt`` stays a plain
@@ -37,7 +39,6 @@ from torch.nn.utils import prune as torch_prune
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE, import_callable
 from workbench.artifact import Artifact
 from workbench.errors import BuildError, MissingDependencyError
-from workbench.models.examples.digits import train_classifier
 from workbench.models.torch_source import TorchModel, load_torch_model, write_torch_artifact
 from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 
@@ -117,27 +118,15 @@ def run_fine_tune(module: nn.Module, config: FineTuneConfig, context: StepContex
     )
     started = time.perf_counter()
     module.train()
-    try:
-        function(module, request)
-    finally:
-        module.eval()
+    # Dropout and random augmentations draw from torch's global RNG: seed it (and restore it after),
+    # so the same config gives the same weights, as the build cache assumes.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        try:
+            function(module, request)
+        finally:
+            module.eval()
     return round(time.perf_counter() - started, 3)
-
-
-def fine_tune_digits(module: nn.Module, request: FineTuneRequest) -> None:
-    """Fine-tune the digits example on scikit-learn's digits training split (never the test split)."""
-    from workbench.models.examples.digits import digits_split
-
-    split = digits_split()
-    train_classifier(
-        module,
-        split.x_train,
-        split.y_train,
-        epochs=request.epochs,
-        learning_rate=request.learning_rate,
-        seed=request.seed,
-        batch_size=int(request.options.get("batch_size", 32)),
-    )
 
 
 # ------------------------------------------------------------------------------------------ magnitude
@@ -146,7 +135,7 @@ def fine_tune_digits(module: nn.Module, request: FineTuneRequest) -> None:
 class PruneMagnitudeConfig(_PruneConfig):
     """``prune.magnitude`` settings. Example::
 
-    - prune.magnitude: {amount: 0.6, fine_tune: workbench.steps.prune:fine_tune_digits}
+    - prune.magnitude: {amount: 0.6, fine_tune: workbench.examples.digits:fine_tune_digits}
     """
 
     amount: float = Field(default=0.5, gt=0, lt=1, description="Fraction of the selected weights set to zero.")
@@ -209,7 +198,7 @@ def _sparsity(module: nn.Module, targets: list[tuple[nn.Module, str]]) -> dict[s
 class PruneStructuredConfig(_PruneConfig):
     """``prune.structured`` settings. Example::
 
-    - prune.structured: {amount: 0.5, fine_tune: {function: workbench.steps.prune:fine_tune_digits, epochs: 5}}
+    - prune.structured: {amount: 0.5, fine_tune: {function: workbench.examples.digits:fine_tune_digits, epochs: 5}}
     """
 
     amount: float = Field(default=0.5, gt=0, lt=1, description="Fraction of channels removed from each layer.")

@@ -22,7 +22,14 @@ import orjson
 from pydantic import ValidationError
 
 from workbench.artifact import Artifact, LineageEntry, hash_path
-from workbench.errors import BuildError, MissingDependencyError, RecipeError, UsageError, WorkbenchError
+from workbench.errors import (
+    PROGRAMMING_ERRORS,
+    BuildError,
+    MissingDependencyError,
+    RecipeError,
+    UsageError,
+    WorkbenchError,
+)
 from workbench.recipe.spec import StepSpec
 from workbench.steps.base import STEPS, StepConfig, StepContext
 
@@ -95,6 +102,9 @@ def _run_step(parent: Artifact, spec: StepSpec, config: StepConfig, context: Ste
     try:
         made = step.apply(parent, config, workdir / "out", context)
     except (MissingDependencyError, RecipeError):
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    except PROGRAMMING_ERRORS:  # a bug, not a failed build: it stops the run (see workbench.errors)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     except Exception as exc:

@@ -23,13 +23,11 @@ from workbench.host import environment
 from workbench.measure.load.engine import ServedResult, measure_endpoint
 from workbench.measure.load.profiles import LoadProfile, load_profile
 from workbench.report.render import render_markdown
-from workbench.report.rundir import RESULTS_FILE, ReportStore, RunDir, atomic_write
+from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import RunEnvelope, VariantRecord
 from workbench.report.table import records_to_frame
 
 __all__ = ["LoadRun", "load_endpoint", "write_load_report"]
-
-LOAD_DIR = "load"
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ def load_endpoint(
     run.write_envelope(_envelope(run, target))
     try:
         result = measure_endpoint(
-            url, model=model, profile=spec, workdir=run.path / LOAD_DIR / "work", workers=workers, data=data
+            url, model=model, profile=spec, workdir=run.load_workdir("work"), workers=workers, data=data
         )
     except BaseException:
         run.set_status("failed", {})
@@ -72,7 +70,8 @@ def load_endpoint(
 
 
 def write_load_report(run: RunDir, result: ServedResult, *, url: str, model: str) -> VariantRecord:
-    """Write the variant, its details, results.parquet and report.md; mark the run complete."""
+    """Write the variant's details, the variant, results.parquet and report.md (all through ``RunDir``,
+    like a recipe run); mark the run complete."""
     record = VariantRecord(
         variant=variant_name(url, model),
         pipeline="external",
@@ -84,17 +83,16 @@ def write_load_report(run: RunDir, result: ServedResult, *, url: str, model: str
         status="ok",
         measurements=result.measurements,
     )
+    run.write_load_details(record.variant, {"variant": record.variant, **result.details()})
     run.write_variant(record)
-    details = orjson.dumps(result.details(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    atomic_write(run.path / LOAD_DIR / f"{run.variant_path(record.variant).stem}.json", details)
     frame = records_to_frame(run.run_id, [record])
-    atomic_write(run.path / RESULTS_FILE, frame.to_parquet(index=False))
+    run.write_results(frame)
     summary: dict[str, Any] = {"advice": result.advice}
     if result.sla is not None:
         summary["sla"] = result.sla.as_dict()
     run.set_status("complete", summary)
     markdown = render_markdown(run.read_envelope(), frame, [record])
-    atomic_write(run.path / "report.md", (markdown + _advice_md(result)).encode())
+    run.write_markdown(markdown + _advice_md(result))
     return record
 
 

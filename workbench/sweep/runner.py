@@ -1,32 +1,46 @@
 """A run: recipe → variants → build → quality gate → measure → report.
 
-A failed variant is recorded with its error and the sweep goes on; a programming error stops the
-run (after Olive's error policy). Each finished variant is written at once, so an interrupted run
-resumes without redoing it.
+Error policy (after Olive's): a variant whose step or measurement fails for real (a WorkbenchError
+such as BuildError or MeasurementError, or a third-party RuntimeError, ValueError, OSError…) is
+recorded as a failed variant and the sweep goes on. Bad input (UsageError) and a programming error
+(``PROGRAMMING_ERRORS``: TypeError, AttributeError…) stop the run and propagate.
+
+Whatever ends a run leaves ``run.json`` true: ``complete``; ``failed`` with the error in its
+summary; ``interrupted`` on SIGINT or SIGTERM (SIGTERM is raised as ``RunTerminated``, a
+KeyboardInterrupt, so both unwind the same way and stop the harness and Locust on the way out).
+One process writes a run at a time: it holds an exclusive ``flock`` on the run's lock file for the
+run's life, and a second writer gets a UsageError naming it. Each finished variant is written at
+once, so an interrupted run resumes without redoing it; a complete run is never rewritten.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import orjson
 
-from serving_harness.config import RuntimeSettings, ServingSettings
+from serving_harness.config import RuntimeSettings, ServingConfig
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
 from serving_harness.runtimes.base import Runtime
 from workbench import __version__
-from workbench.artifact import DEFAULT_RUNTIME, Artifact
+from workbench.artifact import DEFAULT_RUNTIME, Artifact, recorded_path
 from workbench.data import Arrays, Dataset, arrays_digest, load_dataset
 from workbench.data.metrics import compare_outputs, resolve_metric
 from workbench.decide.select import select_best
-from workbench.errors import BuildError, MissingDependencyError, UsageError, WorkbenchError
+from workbench.errors import PROGRAMMING_ERRORS, MissingDependencyError, UsageError, WorkbenchError
 from workbench.host import environment
 from workbench.measure.inprocess import measure_inprocess
 from workbench.measure.load.engine import measure_served
@@ -39,7 +53,7 @@ from workbench.recipe.loader import spec_hash
 from workbench.recipe.spec import Recipe
 from workbench.report.html import write_report_html
 from workbench.report.render import render_markdown
-from workbench.report.rundir import RESULTS_FILE, ReportStore, RunDir, atomic_write
+from workbench.report.rundir import LOAD_DIR, RESULTS_FILE, ReportStore, RunDir, atomic_write
 from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, VariantRecord
 from workbench.report.table import records_to_frame
 from workbench.steps.base import StepContext
@@ -49,11 +63,17 @@ from workbench.sweep.space import Variant, expand
 from workbench.sweep.strategies import make_search
 
 logger = logging.getLogger(__name__)
-LOAD_DIR = "load"
 CALIBRATION_LIMIT = 512  # held-out samples handed to static quantization (its calibration_samples picks)
 
-# Called as hook(event, payload): "plan" {total, done}, "variant" {id}, "done" {record}.
+# Called as hook(event, payload): "plan" {total, done, run, complete}, "variant" {id}, "done" {record}.
 ProgressHook = Callable[[str, dict[str, Any]], None]
+
+
+class RunTerminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is so that it unwinds as Ctrl-C does (children stopped, status
+    ``interrupted``). A KeyboardInterrupt, so whatever handles Ctrl-C handles it too."""
+
+    exit_code = 128 + signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -77,33 +97,110 @@ def run_recipe(
     hook: ProgressHook | None = None,
 ) -> RunDir:
     """Run a recipe end to end and return its run folder. ``resume`` is True (the newest
-    unfinished run of this exact recipe) or a run reference."""
-    notify = hook or (lambda event, payload: None)
-    store = ReportStore(reports)
-    run = _open_run(store, recipe, resume)
+    unfinished run of this exact recipe) or a run reference.
+
+    A run that ends any other way than ``complete`` raises (after recording ``failed`` or
+    ``interrupted``); resuming a complete run changes nothing and returns it. Raises UsageError
+    when another process is writing the run.
+    """
+    notify = hook or _ignore
+    with _sigterm_interrupts(), _opened(ReportStore(reports), recipe, resume) as run:
+        if run.read_envelope().status == "complete":  # a finished run is never rewritten
+            done = len(run.read_variants())
+            notify("plan", {"total": done, "done": done, "run": run, "complete": True})
+            return run
+        with _recording_outcome(run):
+            _sweep(run, recipe, notify)
+            return finalize(run, recipe)
+
+
+def _ignore(event: str, payload: dict[str, Any]) -> None:
+    """The hook when the caller gives none."""
+
+
+def _sweep(run: RunDir, recipe: Recipe, notify: ProgressHook) -> None:
+    """Evaluate every variant the search asks for that the run has not finished yet."""
     variants = expand(recipe)
     search = make_search(recipe, variants)
     finished = {record.variant: record for record in run.read_variants()}
     for earlier in variants:  # replay what an interrupted run already measured
         if earlier.id in finished:
             search.tell(earlier, finished[earlier.id])
-    notify("plan", {"total": search.budget, "done": len(finished.keys() & {v.id for v in variants}), "run": run})
+    done = len(finished.keys() & {v.id for v in variants})
+    notify("plan", {"total": search.budget, "done": done, "run": run, "complete": False})
+    workspace = replace(_prepare(recipe), run_path=run.path, profile=_load_profile(recipe))
+    while (variant := search.ask()) is not None:
+        notify("variant", {"id": variant.id})
+        record = evaluate_variant(variant, workspace)
+        run.write_variant(record)
+        search.tell(variant, record)
+        notify("done", {"record": record})
+
+
+@contextmanager
+def _recording_outcome(run: RunDir) -> Iterator[None]:
+    """Leave run.json true however the run ends: ``interrupted`` (SIGINT, SIGTERM) or ``failed``
+    with its error; the exception goes on to the caller either way."""
     try:
-        workspace = replace(_prepare(recipe), run_path=run.path, profile=_load_profile(recipe))
-        while (variant := search.ask()) is not None:
-            notify("variant", {"id": variant.id})
-            record = evaluate_variant(variant, workspace)
-            run.write_variant(record)
-            search.tell(variant, record)
-            notify("done", {"record": record})
-    except KeyboardInterrupt:
-        run.set_status("interrupted")
+        yield
+    except KeyboardInterrupt as exc:
+        run.set_status("interrupted", {"stopped_by": "SIGTERM" if isinstance(exc, RunTerminated) else "SIGINT"})
         raise
-    return finalize(run, recipe)
+    except BaseException as exc:
+        if run.read_envelope().status != "complete":  # it failed after finishing (a report page): keep it
+            run.set_status("failed", {"error": _error_line(exc), "error_type": type(exc).__name__})
+        raise
 
 
-def _open_run(store: ReportStore, recipe: Recipe, resume: bool | str) -> RunDir:
+def _error_line(exc: BaseException) -> str:
+    """A WorkbenchError's own message (written for users); the type and message of anything else."""
+    text = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+    return text.strip() or type(exc).__name__
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the run is in progress, SIGTERM raises RunTerminated where the run is.
+
+    Only the first SIGTERM: a second one would cut short the clean-up the first started (a child
+    left behind by an impatient sender is still killed by the kernel, see measure.children). Python
+    runs handlers in the main thread only, so elsewhere (a notebook's worker thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise RunTerminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _opened(store: ReportStore, recipe: Recipe, resume: bool | str) -> Iterator[RunDir]:
+    """The run to write (resumed, or new with its envelope written), locked for this process."""
     digest = spec_hash(recipe)
+    found = _resumed(store, recipe, digest, resume)
+    if found is not None and found.read_envelope().status == "complete":
+        yield found  # only read from here on: no lock taken, not a byte written
+        return
+    run = found or store.new_run(recipe.name)
+    with _writer_lock(run):
+        if found is None:
+            run.write_envelope(_new_envelope(run, recipe, digest))
+        elif run.read_envelope().status != "complete":
+            _reopen(run)
+        yield run
+
+
+def _resumed(store: ReportStore, recipe: Recipe, digest: str, resume: bool | str) -> RunDir | None:
     if isinstance(resume, str):
         run = store.find(resume)
         if run.read_envelope().spec_hash != digest:
@@ -112,8 +209,11 @@ def _open_run(store: ReportStore, recipe: Recipe, resume: bool | str) -> RunDir:
     if resume and (found := store.find_resumable(recipe.name, digest)):
         logger.info("resuming %s", found.path)
         return found
-    run = store.new_run(recipe.name)
-    envelope = RunEnvelope(
+    return None
+
+
+def _new_envelope(run: RunDir, recipe: Recipe, digest: str) -> RunEnvelope:
+    return RunEnvelope(
         run_id=run.run_id,
         recipe_name=recipe.name,
         spec_hash=digest,
@@ -122,8 +222,50 @@ def _open_run(store: ReportStore, recipe: Recipe, resume: bool | str) -> RunDir:
         environment=environment(),
         recipe=recipe.model_dump(mode="json"),
     )
-    run.write_envelope(envelope)
-    return run
+
+
+def _reopen(run: RunDir) -> None:
+    """A resumed run is in progress again, and its status says so until it ends."""
+    envelope = run.read_envelope()
+    run.write_envelope(envelope.model_copy(update={"status": "running", "finished": None, "summary": {}}))
+
+
+@contextmanager
+def _writer_lock(run: RunDir) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the run's lock file while this process writes the run.
+
+    The kernel drops the lock when the process ends, however it ends (kill -9 included), so a dead
+    writer never blocks a resume; the file keeps the writer's pid for the message. Children do not
+    inherit it (Python opens files close-on-exec).
+    """
+    with run.lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = writer_pid(run)
+            raise UsageError(
+                f"run {run.recipe_name}/{run.run_id} is being written by process {holder or '(unknown)'}: "
+                "wait for it to end, or stop it first"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def writer_pid(run: RunDir) -> int | None:
+    """The pid of the process writing ``run`` now, or None when no process holds its lock (a run
+    whose status says ``running`` while none does was killed: ``--resume`` finishes it)."""
+    if not run.lock_path.exists():
+        return None
+    with run.lock_path.open("r") as handle:  # read-only: a reader never creates or changes a run's files
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
 
 
 def _prepare(recipe: Recipe) -> Workspace:
@@ -133,7 +275,7 @@ def _prepare(recipe: Recipe) -> Workspace:
     if recipe.data.limit:
         dataset = dataset.take(recipe.data.limit)
     runtime_settings = RuntimeSettings(name=DEFAULT_RUNTIME[source.artifact.format], intra_op_threads=0)
-    runtime = _load_runtime(source.artifact, ServingSettings(runtime=runtime_settings))
+    runtime = _load_runtime(source.artifact, ServingConfig(runtime=runtime_settings))
     outputs = run_dataset(runtime, dataset, recipe.measure.eval_batch_size)
     metric = resolve_metric(recipe.data.metric)
     baseline = metric.score(outputs, outputs, dataset.labels)
@@ -169,15 +311,15 @@ def _load_profile(recipe: Recipe) -> LoadProfile | None:
     return load_profile(recipe.load.profile) if recipe.load.enabled else None
 
 
-def _settings_for(variant: Variant, artifact: Artifact) -> ServingSettings:
+def _settings_for(variant: Variant, artifact: Artifact) -> ServingConfig:
     fields = dict(variant.serving)
     runtime = dict(fields.get("runtime", {}))
     runtime.setdefault("name", DEFAULT_RUNTIME[artifact.format])
     fields["runtime"] = runtime
-    return ServingSettings.model_validate(fields)
+    return ServingConfig.model_validate(fields)
 
 
-def _load_runtime(artifact: Artifact, settings: ServingSettings) -> Runtime:
+def _load_runtime(artifact: Artifact, settings: ServingConfig) -> Runtime:
     runtime = create_runtime(settings.runtime.name)
     try:
         runtime.load(artifact.path, settings.runtime)
@@ -197,7 +339,9 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
     started = time.perf_counter()
     try:
         artifact = build(workspace.source.artifact, variant.steps, workspace.context, workspace.cache)
-    except (BuildError, MissingDependencyError) as exc:
+    except Exception as exc:
+        if stops_the_run(exc):
+            raise
         return _failed(base, variant, exc, time.perf_counter() - started)
     build_s = time.perf_counter() - started
     settings = _settings_for(variant, artifact)
@@ -206,7 +350,7 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
         serving_label=settings.describe(),
         runtime=settings.runtime.name,
         artifact=ArtifactInfo(
-            path=str(artifact.path),
+            path=recorded_path(artifact.path, workspace.cache),  # no machine's folder in a run
             format=artifact.format,
             size_bytes=artifact.size_bytes,
             content_hash=artifact.content_hash,
@@ -218,30 +362,44 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
     try:
         return _score_and_measure(base, artifact, settings, workspace)
     except WorkbenchError as exc:
-        return VariantRecord(**base, status="failed", reason=str(exc).splitlines()[0], error=str(exc))
-    except Exception as exc:  # a runtime crash on this variant: record it, keep sweeping
+        if stops_the_run(exc):
+            raise
+        return VariantRecord(**base, status="failed", reason=_reason(exc), error=str(exc))
+    except Exception as exc:  # a runtime crash on this variant (ORT, torch): record it, keep sweeping
+        if stops_the_run(exc):
+            raise
         logger.debug("variant %s crashed", variant.id, exc_info=True)
         return VariantRecord(
             **base, status="failed", reason=f"{type(exc).__name__}: {exc}"[:200], error=traceback.format_exc()
         )
 
 
+def _reason(exc: Exception) -> str:
+    """A failed variant's one line: a WorkbenchError's first line, else the type and message."""
+    return _error_line(exc).splitlines()[0][:200]
+
+
+def stops_the_run(exc: Exception) -> bool:
+    """Bad input and programming errors stop the run; any other failure is this variant's alone."""
+    return isinstance(exc, (UsageError, *PROGRAMMING_ERRORS))
+
+
 def _failed(base: dict[str, Any], variant: Variant, exc: Exception, build_s: float) -> VariantRecord:
-    settings = ServingSettings.model_validate(variant.serving)
+    settings = ServingConfig.model_validate(variant.serving)
     return VariantRecord(
         **base,
         serving=settings.model_dump(mode="json"),
         serving_label=settings.describe(),
         runtime=settings.runtime.name,
         status="failed",
-        reason=str(exc).splitlines()[0][:200],
+        reason=_reason(exc),
         error="".join(traceback.format_exception(exc)),
         build_s=build_s,
     )
 
 
 def _score_and_measure(
-    base: dict[str, Any], artifact: Artifact, settings: ServingSettings, workspace: Workspace
+    base: dict[str, Any], artifact: Artifact, settings: ServingConfig, workspace: Workspace
 ) -> VariantRecord:
     runtime = _load_runtime(artifact, settings)
     reference = workspace.reference
@@ -280,7 +438,7 @@ def _latency_bound_missed(measurements: list[Measurement], recipe: Recipe) -> st
 def _served(
     variant: str,
     artifact: Artifact,
-    settings: ServingSettings,
+    settings: ServingConfig,
     profile: LoadProfile,
     load_dir: Path,
     workspace: Workspace,
@@ -302,8 +460,18 @@ def _served(
         workers=workspace.recipe.load.workers,
     )
     details = {"variant": variant, "profile": profile.model_dump(mode="json"), **result.details()}
+    _paths_relative_to_run(details, load_dir.parent)
     atomic_write(workdir.with_suffix(".json"), orjson.dumps(details, option=orjson.OPT_INDENT_2), overwrite=True)
     return result.measurements
+
+
+def _paths_relative_to_run(details: dict[str, Any], run_path: Path) -> None:
+    """Record the load folders and the server log relative to the run folder: a run reads the same elsewhere."""
+    for step in details["steps"]:
+        if step.get("folder"):
+            step["folder"] = recorded_path(Path(step["folder"]), run_path)
+    if details.get("server_log"):
+        details["server_log"] = recorded_path(Path(details["server_log"]), run_path)
 
 
 def _inprocess(runtime: Runtime, reference: Reference, batch_size: int, recipe: Recipe) -> Measurement:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from workbench.errors import RecipeError
 from workbench.recipe.spec import Recipe, StepSpec
 from workbench.sweep.cache import validate_step
@@ -26,7 +26,7 @@ class Variant:
     id: str
     pipeline: str
     steps: tuple[StepSpec, ...]
-    serving: dict[str, Any]  # ServingSettings fields; runtime.name is filled from the artifact if absent
+    serving: dict[str, Any]  # ServingConfig fields; runtime.name is filled from the artifact if absent
     grid_point: dict[str, Any]
     is_baseline: bool
 
@@ -55,7 +55,7 @@ def _serving_fields(recipe: Recipe, point: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in point.items():
         _set_dotted(fields, dotted, value)
     try:
-        ServingSettings.model_validate(fields)
+        ServingConfig.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = "search.serving." + ".".join(str(p) for p in first["loc"])

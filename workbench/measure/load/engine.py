@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from serving_harness.config import ServingSettings
+from serving_harness.config import ServingConfig
 from workbench.data.base import Dataset
 from workbench.errors import MeasurementError
 from workbench.measure import server_metrics
@@ -130,7 +130,7 @@ class ServedResult:
 
 def measure_served(
     artifact_path: Path,
-    settings: ServingSettings,
+    settings: ServingConfig,
     dataset: Dataset,
     profile: LoadProfile | Mapping[str, Any] | str | Path | None,
     *,

@@ -3,6 +3,9 @@
 Locust monkey-patches its process with gevent, so it never runs inside the workbench. Each process
 logs to a file of its own in the step folder; ``load_pids`` are the processes that generate load
 (the standalone process, or the workers: the master only aggregates) and are sampled for CPU.
+
+Every process is spawned by the workbench (none by Locust itself), so each one is stopped by
+``stop()`` and, on Linux, killed by the kernel when the workbench is (``workbench.measure.children``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import MeasurementError
+from workbench.measure.children import tied_to_parent
 from workbench.measure.server import log_tail
 
 __all__ = ["LOCUSTFILE", "LocustProcesses", "LocustRun"]
@@ -81,17 +85,24 @@ class LocustProcesses:
         self.run.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.run.log_dir / log_name).open("wb") as log:
             return subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+                tied_to_parent(command),  # a killed workbench leaves no Locust process behind
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
             )
 
     def start(self) -> LocustProcesses:
+        """Spawn the processes; if spawning fails (or is interrupted) part way, stop those already started."""
         master_port = _free_port() if self.run.workers else None
-        self.main = self._spawn(self._main_command(master_port), "locust.log")
-        if master_port is not None:
-            self.workers = [
-                self._spawn(self._worker_command(master_port), f"locust-worker-{i}.log")
-                for i in range(self.run.workers)
-            ]
+        try:
+            self.main = self._spawn(self._main_command(master_port), "locust.log")
+            for i in range(self.run.workers if master_port is not None else 0):
+                worker = self._worker_command(master_port or 0)
+                self.workers.append(self._spawn(worker, f"locust-worker-{i}.log"))
+        except BaseException:
+            self.stop()
+            raise
         logger.debug("locust pids %s", self.pids())
         return self
 

