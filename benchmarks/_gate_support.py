@@ -5,13 +5,18 @@ that adds a fixed share of work, and one gate decision measured in-process, inte
   on each; the gate pairs the rounds (what ``workbench gate --interleave`` does for served variants);
 - sequential: all of the baseline's trials, then all of the candidate's (what gating a new run against
   a committed baseline amounts to, with the two runs back to back: the kindest case for it).
+
+Both designs give each side the same measurement: ``rounds`` figures from ``trial_s`` seconds each (one
+per round interleaved, a block of ``rounds`` trials sequential), so neither arm has more data than the other.
+A decision is the gate's verdict over all its checks (regression when any check is, after the gate's
+error control across checks), and each rate is printed with its Wilson 95% interval.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -29,6 +34,7 @@ from workbench.gate.rules import GateOptions, GateResult, gate, parse_rule
 from workbench.gate.sources import Figure, Source
 from workbench.measure.inprocess import InprocessResult, measure_inprocess
 from workbench.recipe.spec import MeasureSpec
+from workbench.stats import ErrorControl, wilson_interval
 
 RULES = ("latency_ms.p50:+10%", "latency_ms.p99:+10%", "throughput_rps:-5%")
 FEATURES = 64
@@ -105,23 +111,33 @@ class Design:
     """How one decision is measured."""
 
     mode: str  # "interleaved" or "sequential"
-    rounds: int = 8  # interleaved: rounds; sequential: trials per side
+    rounds: int = 8  # trials per side: one per round interleaved, a block of them sequential
     trial_s: float = 0.1
+    rules: tuple[str, ...] = RULES
+    error_control: ErrorControl = "holm"
+
+    def seconds_per_decision(self) -> float:
+        """Measuring time alone (both sides), without warm-up and loading."""
+        return 2 * self.rounds * self.trial_s
 
 
 def decide_once(design: Design, baseline: Runtime, candidate: Runtime, data: Dataset) -> GateResult:
-    """Measure both sides as ``design`` says and return the gate's result on RULES."""
-    rules = [parse_rule(text) for text in RULES]
+    """Measure both sides as ``design`` says and return the gate's result on its rules."""
+    rules = [parse_rule(text) for text in design.rules]
     if design.mode == "interleaved":
         base, cand = _interleaved(design, baseline, candidate, data)
     else:
         base, cand = _sequential(design, baseline, data), _sequential(design, candidate, data)
-    return gate(base, cand, rules, GateOptions())
+    return gate(base, cand, rules, GateOptions(error_control=design.error_control))
 
 
 def _interleaved(design: Design, baseline: Runtime, candidate: Runtime, data: Dataset) -> tuple[Source, Source]:
     runtimes = {"baseline": baseline, "candidate": candidate}
-    spec = MeasureSpec(batch_sizes=(1,), trials=2, trial_duration_s=design.trial_s, warmup_iters=20, min_trial_iters=20)
+    # Each round measures trial_s per side (two half trials, the fewest MeasureSpec takes; the round's figure
+    # is their median): the gate sees `rounds` figures per side, as many as from the sequential block.
+    spec = MeasureSpec(
+        batch_sizes=(1,), trials=2, trial_duration_s=design.trial_s / 2, warmup_iters=20, min_trial_iters=20
+    )
 
     def measure(label: str, index: int) -> dict[str, dict[str, float | None]]:
         return {CASE: _figures(measure_inprocess(runtimes[label], data, 1, spec))}
@@ -139,33 +155,72 @@ def _sequential(design: Design, runtime: Runtime, data: Dataset) -> Source:
     return Source("sequential", {CASE: figures})
 
 
+@dataclass(frozen=True)
+class Tally:
+    """What ``count`` decisions of one design came to."""
+
+    design: Design
+    verdicts: Counter[str]
+    seconds: float
+    error_control: str  # how the gate controlled the error across a decision's checks
+
+    @property
+    def decisions(self) -> int:
+        return sum(self.verdicts.values())
+
+
 def run_decisions(
-    count: int, design: Design, pair: Callable[[], tuple[Runtime, Runtime]], data: Dataset
-) -> tuple[Counter[str], float]:
-    """``count`` gate decisions; a decision is a regression when any rule is, else inconclusive when
-    any rule is, else pass. Returns the verdict counts and the seconds taken."""
+    count: int, design: Design, pair: Callable[[], tuple[Runtime, Runtime]], data: Dataset, *, every: int = 25
+) -> Tally:
+    """``count`` gate decisions; a decision is a regression when any check is, else inconclusive when any
+    check is, else pass. Prints each regression's checks and a progress line every ``every`` decisions."""
     verdicts: Counter[str] = Counter()
     started = time.perf_counter()
     baseline, candidate = pair()
+    control = ""
     for index in range(count):
         result = decide_once(design, baseline, candidate, data)
+        control = result.error_control()
         verdict = (
             "regression" if result.count("regression") else ("inconclusive" if result.count("inconclusive") else "pass")
         )
         verdicts[verdict] += 1
-        detail = "; ".join(
-            f"{c.rule.text} {c.verdict} {c.comparison.describe_change() if c.comparison else ''}" for c in result.checks
-        )
-        print(f"  {design.mode:11s} decision {index + 1:2d}: {verdict:12s} {detail}", flush=True)
-    return verdicts, time.perf_counter() - started
+        if verdict == "regression":
+            print(f"  {design.mode:11s} decision {index + 1}: regression; {_details(result)}", flush=True)
+        if (index + 1) % every == 0 or index + 1 == count:
+            print(f"  {design.mode:11s} {index + 1}/{count}: {_counts(verdicts)}", flush=True)
+    return Tally(design, verdicts, time.perf_counter() - started, control)
 
 
-def report(title: str, verdicts: Counter[str], seconds: float, *, rate_of: str, target: str) -> None:
-    total = sum(verdicts.values())
-    rate = verdicts[rate_of] / total if total else 0.0
+def _details(result: GateResult) -> str:
+    return "; ".join(
+        f"{c.rule.text} {c.verdict} {c.comparison.describe_change() if c.comparison else ''}" for c in result.checks
+    )
+
+
+def _counts(verdicts: Counter[str]) -> str:
+    return ", ".join(f"{name} {verdicts[name]}" for name in ("pass", "inconclusive", "regression"))
+
+
+def rate_line(title: str, hits: int, total: int, *, target: str) -> str:
+    """``A/A false alarms (interleaved): 3/200 = 1.5%, Wilson 95% [0.5%, 4.3%]; target ≤ 5%``."""
+    low, high = wilson_interval(hits, total)
+    rate = hits / total if total else 0.0
+    return f"{title}: {hits}/{total} = {rate:.1%}, Wilson 95% [{low:.1%}, {high:.1%}]; target {target}"
+
+
+def report(title: str, tally: Tally, *, rate_of: str, target: str) -> None:
+    """One line per design: the rate of ``rate_of`` decisions with its interval, and how it was measured."""
+    design = tally.design
+    print(rate_line(f"{title} ({design.mode})", tally.verdicts[rate_of], tally.decisions, target=target), flush=True)
     print(
-        f"{title}: {verdicts[rate_of]}/{total} = {rate:.1%} {rate_of} "
-        f"(pass {verdicts['pass']}, inconclusive {verdicts['inconclusive']}, regression {verdicts['regression']}); "
-        f"target {target}; {seconds:.0f} s",
+        f"  {_counts(tally.verdicts)}; {design.rounds} trials of {design.trial_s:g} s per side; rules "
+        f"{', '.join(design.rules)}; error control: {tally.error_control}; {tally.seconds:.0f} s",
         flush=True,
     )
+
+
+def estimate_line(designs: Sequence[Design], count: int) -> str:
+    """How long the measurement alone will take (warm-up, loading and the gate come on top)."""
+    seconds = count * sum(d.seconds_per_decision() for d in designs)
+    return f"{count} decisions per arm, {len(designs)} arm(s): at least {seconds / 60:.1f} min of measuring"

@@ -79,7 +79,7 @@ def trivial_endpoint() -> Iterator[str]:
 def locust_rate(url: str, users: int, workers: int, duration_s: float, workdir: Path) -> dict[str, float]:
     from workbench.measure.load.engine import Target, run_profile
     from workbench.measure.load.payloads import write_payloads
-    from workbench.measure.load.profiles import load_profile
+    from workbench.recipe.profiles import load_profile
 
     windows = max(3, int(duration_s))
     profile = load_profile(

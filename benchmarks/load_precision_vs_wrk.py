@@ -31,9 +31,9 @@ from serving_harness.config import RuntimeSettings, ServingConfig
 from workbench.data import load_dataset
 from workbench.measure.load.engine import Target, run_profile
 from workbench.measure.load.payloads import dataset_batches, write_payloads
-from workbench.measure.load.profiles import load_profile
 from workbench.measure.server import HarnessServer
 from workbench.models import load_source_model
+from workbench.recipe.profiles import load_profile
 from workbench.recipe.spec import DataSpec, ModelSpec
 
 BAND = 0.15

@@ -4,12 +4,16 @@
         --max-batch-size 32 --max-queue-delay-us 500 --instances 2 --threads 1
     python -m serving_harness serve MODEL_DIR           # model.onnx (or model.json) + serving.json
     python -m serving_harness serve --model m.onnx --port 0 --settings-json '{"instances": 2}'
-    python -m serving_harness serve BUNDLE_DIR [--verify] [--digest SHA256]
+    python -m serving_harness serve BUNDLE_DIR [--verify] [--digest SHA256] [--trust PUBKEY.pem]
     python -m serving_harness serve --canary STABLE_DIR CANDIDATE_DIR --weight 0.1 [--sticky-header x-user]
-    python -m serving_harness verify BUNDLE_DIR         # checksums + golden outputs on this machine
+    python -m serving_harness verify BUNDLE_DIR [--trust PUBKEY.pem]   # every check + golden outputs here
 
-A bundle (a directory whose manifest.json lists checksums) is refused, naming the file, when a file
-is missing, changed or unlisted; ``--verify`` also runs its golden check before listening. Bundles
+A directory with a manifest.json is a bundle, loaded only through ``serving_harness.bundle``'s checks
+and refused, naming the reason and the file, when one fails (see that package for the trust boundary);
+``--verify`` also runs its golden check before listening, ``--trust`` needs a valid signature by that
+key. With ``--verify``, ``--digest`` or ``--trust`` nothing but a verified bundle is served, and the
+harness must be installed outside it. Without ``--trust`` a bundle is served with a warning in the log
+and ``sh_bundle_unsigned 1``. Bundles
 are served with the ``version`` label on every metric, their drift monitoring (``--no-drift`` turns
 it off) and their fallback. ``--canary`` serves two bundles of one model behind one endpoint; roll
 back with ``curl -X POST URL/v2/canary -d '{"weight": 0}'`` (or ``workbench canary URL --rollback``).
@@ -30,6 +34,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -41,7 +46,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from serving_harness.bundle import LoadedBundle, is_bundle, load_bundle, verify_bundle
+from serving_harness.bundle import LoadedBundle, check_runtime, is_bundle, load_bundle, verify_bundle
 from serving_harness.canary import CanarySplit
 from serving_harness.config import ServingConfig
 from serving_harness.errors import BadInput, BundleError, HarnessError, validation_message
@@ -60,12 +65,16 @@ _SETTING_FLAGS = {
     "max_queue_size": "limits.max_queue_size",
     "request_timeout_s": "limits.request_timeout_s",
     "max_body_bytes": "limits.max_body_bytes",
+    "header_timeout_s": "limits.header_timeout_s",
+    "body_timeout_s": "limits.body_timeout_s",
+    "max_connections": "limits.max_connections",
     "auth_token": "auth_token",
     "rate_limit_rps": "rate_limit_rps",
     "cache_size": "cache_size",
 }
 
 
+_LOG = logging.getLogger("serving_harness")
 ENV_PREFIX = "SH_"
 ENV_NESTED_DELIMITER = "__"  # SH_BATCHING__MAX_BATCH_SIZE=32 sets batching.max_batch_size
 
@@ -73,6 +82,9 @@ ENV_NESTED_DELIMITER = "__"  # SH_BATCHING__MAX_BATCH_SIZE=32 sets batching.max_
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run it; return the exit status (a HarnessError is one line on stderr)."""
     args = _parser().parse_args(argv)
+    # Modules imported from here on (the server, the runtimes) write no bytecode: a bundle's folder stays
+    # exactly as shipped (and valid on a read-only mount) whichever harness serves it.
+    sys.dont_write_bytecode = True
     try:
         return _run(args)
     except HarnessError as exc:
@@ -88,6 +100,9 @@ def _run(args: argparse.Namespace) -> int:
         with _as_bad_input():
             plan = resolve_bundles(args, os.environ)
         return _serve_bundles(args, plan)
+    if args.verify or args.digest or args.trust:
+        raise BadInput(f"--verify, --digest and --trust serve a verified bundle only: {args.source or args.model} "
+                       "is not one (no manifest.json)")  # fmt: skip
     with _as_bad_input():
         model, settings = resolve(args, os.environ)
     return _serve_model(args, model, settings)
@@ -215,12 +230,14 @@ def resolve_bundles(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise BadInput("a bundle names its own model and version and runs one worker: drop --model, "
                          "--model-version and --workers (run more replicas instead)")  # fmt: skip
     sources = args.canary or [args.source]
-    bundles = [load_bundle(Path(source), digest=args.digest) for source in sources]
+    bundles = [load_bundle(Path(source), digest=args.digest, trust=args.trust) for source in sources]
     if args.verify:
         for bundle in bundles:
             _require_golden(bundle)
     environment = settings_from_environment(environ or {})
     settings = [ServingConfig(**_overrides(args, _merge(environment, _as_written(b.settings)))) for b in bundles]
+    for bundle, own in zip(bundles, settings, strict=True):  # a flag or SH_RUNTIME__NAME may not change the runtime
+        check_runtime(own, bundle.manifest.artifact_format, f"{bundle.path} with these settings")
     models = [b.model_config(s, drift=not args.no_drift) for b, s in zip(bundles, settings, strict=True)]
     if args.name:
         models = [_renamed(m, args.name) for m in models]
@@ -253,7 +270,9 @@ def _canary(args: argparse.Namespace, bundles: list[LoadedBundle], name: str) ->
 
 def _require_golden(bundle: LoadedBundle) -> None:
     from serving_harness.bundle import golden_checks
+    from serving_harness.bundle.trust import check_outside_judge
 
+    check_outside_judge(bundle.path)
     failed = [check for check in golden_checks(bundle) if not check.ok]
     if failed:
         raise BundleError(f"refusing bundle {bundle.path}: {failed[0].name}: {failed[0].detail}")
@@ -271,6 +290,7 @@ def _overrides(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]
 
 
 def _bundle_source(args: argparse.Namespace) -> bool:
+    """A directory with a manifest.json is a bundle, whatever the manifest holds: one way in."""
     return bool(args.source) and Path(args.source).is_dir() and is_bundle(Path(args.source))
 
 
@@ -282,6 +302,7 @@ def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
     from serving_harness.server import _announce, _exit_quietly_after_signals, bind_socket, uvicorn_config
 
     configure_logging(args.log_level)
+    _warn_unsigned(plan.bundles)
     app = create_app(plan.models, plan.settings, canary=plan.canary, version_label=True)
     sock = bind_socket(args.host, args.port)
     _announce(args.host, sock.getsockname()[1], _print_listening)
@@ -290,13 +311,24 @@ def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
     return 0
 
 
+def _warn_unsigned(bundles: list[LoadedBundle]) -> None:
+    for bundle in bundles:
+        if bundle.signed_by is None:
+            _LOG.warning(
+                "bundle %s %s is served without a verified signature (no --trust): sh_bundle_unsigned 1",
+                bundle.name, bundle.version,
+            )  # fmt: skip
+
+
 def _verify(args: argparse.Namespace) -> int:
     if not Path(args.bundle).is_dir():
         raise BadInput(f"{args.bundle} is not a directory")
-    report = verify_bundle(args.bundle, digest=args.digest, golden=not args.no_golden)
+    report = verify_bundle(args.bundle, digest=args.digest, trust=args.trust, golden=not args.no_golden)
     for check in report.checks:
         sys.stdout.write(f"{'ok' if check.ok else 'FAILED':6} {check.name}: {check.detail}\n")
-    sys.stdout.write(f"{'ok' if report.ok else 'FAILED':6} bundle {report.path} (manifest sha256 {report.digest})\n")
+    signed = f"signed by trusted key {report.signed_by}" if report.signed_by else "signature not checked: no --trust"
+    verdict = "ok" if report.ok else "FAILED"
+    sys.stdout.write(f"{verdict:6} bundle {report.path} (manifest sha256 {report.digest}; {signed})\n")
     return 0 if report.ok else 1
 
 
@@ -429,10 +461,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sticky-header", help="route by a hash of this header when a request has it (--canary)")
     serve.add_argument("--verify", action="store_true", help="run the bundle's golden check before listening")
     serve.add_argument("--digest", help="the sha256 manifest.json must have (pins the whole bundle)")
+    serve.add_argument(
+        "--trust", type=Path, metavar="PUBKEY", help="a PEM Ed25519 public key that must have signed the bundle"
+    )
     serve.add_argument("--no-drift", action="store_true", help="serve a bundle without drift monitoring")
     verify = commands.add_parser("verify", help="check a bundle: every file's sha256 and its golden outputs")
     verify.add_argument("bundle", help="a bundle directory")
     verify.add_argument("--digest", help="the sha256 manifest.json must have")
+    verify.add_argument(
+        "--trust", type=Path, metavar="PUBKEY", help="a PEM Ed25519 public key that must have signed it"
+    )
     verify.add_argument("--no-golden", action="store_true", help="checksums only")
     return parser
 
@@ -448,6 +486,11 @@ def _add_setting_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-queue-size", type=_setting("limits.max_queue_size"))
     serve.add_argument("--request-timeout-s", type=_setting("limits.request_timeout_s"))
     serve.add_argument("--max-body-bytes", type=_setting("limits.max_body_bytes"))
+    serve.add_argument(
+        "--header-timeout-s", type=_setting("limits.header_timeout_s"), help="close a connection slower to send headers"
+    )
+    serve.add_argument("--body-timeout-s", type=_setting("limits.body_timeout_s"), help="408 for a slower body")
+    serve.add_argument("--max-connections", type=_setting("limits.max_connections"), help="open connections at most")
     serve.add_argument("--auth-token", help="bearer token (prefer the SH_AUTH_TOKEN environment variable)")
     serve.add_argument("--rate-limit-rps", type=_setting("rate_limit_rps"))
     serve.add_argument("--cache-size", type=_setting("cache_size"))

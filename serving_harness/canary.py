@@ -127,6 +127,11 @@ def canary_routes(split: CanarySplit, authorize: Callable[[str], None], *, has_t
     """``GET`` and ``POST /v2/canary``; ``authorize`` checks the bearer token when ``has_token``."""
 
     async def read(request: Request) -> Response:
+        try:
+            if has_token:  # the split names the model: not for a caller without the token
+                authorize(request.headers.get("authorization", ""))
+        except ServingError as exc:
+            return _json({"error": exc.message}, exc.status_code)
         return _json(split.state())
 
     async def change(request: Request) -> Response:

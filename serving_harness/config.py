@@ -65,6 +65,18 @@ class LimitsSettings(_Frozen):
     max_queue_size: int = Field(default=1024, ge=1, description="Queued requests per model before 503.")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Seconds a request may wait before 504.")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with 429 and 503.")
+    # Hostile clients: a connection that holds a socket without sending a request must not lock others out.
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a connection may take to send a request's headers before it is closed."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a request's whole body may take to arrive before 408 (then closed)."
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections at most (also kept under the open-file limit); idle ones make room.",
+    )
 
 
 class ServingConfig(_Frozen):

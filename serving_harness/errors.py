@@ -10,6 +10,9 @@
         ├── InvalidRequest (400)       a name, datatype, shape or size that does not match the model
         ├── Unauthorized (401)         missing or wrong bearer token
         ├── ModelNotFound (404)        unknown model name or version
+        ├── RouteNotFound (404)        no route at that path (answered in OIP form, not Starlette's text)
+        ├── MethodNotAllowed (405)     a route that takes other methods; carries Allow
+        ├── RequestBodyTimeout (408)   the body did not arrive within limits.body_timeout_s; closes the connection
         ├── PayloadTooLarge (413)      body above limits.max_body_bytes
         ├── RateLimited (429)          per-token rate above rate_limit_rps; carries Retry-After
         ├── InferenceFailed (500)      the runtime raised while running a batch
@@ -35,12 +38,15 @@ __all__ = [
     "HarnessError",
     "InferenceFailed",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
     "QueueFull",
     "RateLimited",
+    "RequestBodyTimeout",
     "RequestTimeout",
+    "RouteNotFound",
     "RuntimeUnavailable",
     "ServingError",
     "Unauthorized",
@@ -98,6 +104,28 @@ class Unauthorized(ServingError):
 
 class ModelNotFound(ServingError):
     status_code = 404
+
+
+class RouteNotFound(ServingError):
+    status_code = 404
+
+
+class MethodNotAllowed(ServingError):
+    status_code = 405
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
+
+
+class RequestBodyTimeout(ServingError):
+    status_code = 408
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still come: do not read it as a request
 
 
 class PayloadTooLarge(ServingError):

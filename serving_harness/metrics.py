@@ -15,8 +15,13 @@ Exposed at ``/metrics``::
     sh_fallback_total{model,reason}           requests the fallback answered (reason: error, timeout, unavailable)
     sh_drift_psi{model,direction,tensor,stat} PSI of recent requests against the baseline (stat: max, mean)
     sh_drift_window_rows{model}               rows in the drift window
+    sh_bundle_unsigned{model}                 bundles: 1 when served without a signature verified by --trust
+    sh_nonfinite_values_total{model,direction}  NaN and infinite values in inputs and outputs (direction)
+    sh_unmatched_requests_total{status}       requests for no route (404) or a method it does not take (405)
+    sh_connections_closed_total{reason}       connections the server closed on a client (reason:
+                                              header_timeout, body_timeout, limit; see protocol.connection)
 
-With ``Metrics(version_label=True)`` (bundles, canaries) every series also carries ``version``, so two
+With ``Metrics(version_label=True)`` (bundles, canaries) every per-model series also carries ``version``, so two
 versions of one model behind one endpoint are told apart.
 
 Recording is plain arithmetic on the event loop's thread (no locks: prometheus_client's metric
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -89,7 +94,9 @@ class ModelMetrics:
         self.cache_hits = 0
         self.cache_misses = 0
         self.fallbacks: dict[str, int] = {}
+        self.nonfinite: dict[str, int] = {}
         self.drift: DriftMonitor | None = None
+        self.unsigned: int | None = None  # bundles only: 1 without a verified signature
 
     def request_started(self) -> None:
         self.inflight += 1
@@ -117,6 +124,10 @@ class ModelMetrics:
         else:
             self.cache_misses += 1
 
+    def nonfinite_seen(self, direction: str, count: int) -> None:
+        """Count NaN and infinite values in a request's inputs or its outputs (``direction``)."""
+        self.nonfinite[direction] = self.nonfinite.get(direction, 0) + count
+
     def fallback_used(self, reason: str) -> None:
         """Count a request the fallback answered because this model failed it."""
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
@@ -129,6 +140,8 @@ class Metrics:
         self.version_label = version_label
         self.label_names = ("model", "version") if version_label else ("model",)
         self.models: dict[tuple[str, str], ModelMetrics] = {}
+        self.unmatched: dict[int, int] = {}  # HTTP status -> requests no route took
+        self.closed_connections: dict[str, int] = {}  # reason -> connections closed (protocol.connection)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -138,6 +151,10 @@ class Metrics:
         if key not in self.models:
             self.models[key] = ModelMetrics(model, version if self.version_label else None)
         return self.models[key]
+
+    def unmatched_request(self, status: int) -> None:
+        """Count a request for no route (404) or with a method its route does not take (405)."""
+        self.unmatched[status] = self.unmatched.get(status, 0) + 1
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -163,7 +180,16 @@ class Metrics:
         yield _simple_counter("sh_cache_hits", "Prediction cache hits.", models, "cache_hits", names)
         yield _simple_counter("sh_cache_misses", "Prediction cache misses.", models, "cache_misses", names)
         yield _labelled_counter("sh_fallback", "Requests the fallback answered.", models, names, "reason", "fallbacks")
+        yield _labelled_counter(
+            "sh_nonfinite_values", "NaN and infinite values by direction.", models, names, "direction", "nonfinite"
+        )
         yield from _drift(models, names)
+        signed = [m for m in models if m.unsigned is not None]
+        yield _gauge("sh_bundle_unsigned", "1 when served without a verified signature.", signed, "unsigned", names)
+        yield _server_counter("sh_unmatched_requests", "Requests for no route or method.", "status", self.unmatched)
+        yield _server_counter(
+            "sh_connections_closed", "Connections closed on a client.", "reason", self.closed_connections
+        )
 
 
 def _counter(name: str, documentation: str, models: list[ModelMetrics], names: list[str]) -> Metric:
@@ -171,6 +197,13 @@ def _counter(name: str, documentation: str, models: list[ModelMetrics], names: l
     for m in models:
         for status, count in sorted(m.requests.items()):
             family.add_metric([*m.labels, str(status)], count)
+    return family
+
+
+def _server_counter(name: str, documentation: str, label: str, counts: dict[Any, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([str(value)], count)
     return family
 
 

@@ -45,6 +45,7 @@ class ModelConfig:
     settings: ServingConfig | None = None
     drift_baseline: Path | None = None
     fallback: ModelConfig | None = None
+    trusted: bool | None = None  # bundles: True when --trust verified its signature (None: not a bundle)
 
 
 class ModelState(StrEnum):
@@ -60,6 +61,7 @@ class ServedModel:
         self.config = config
         self.settings = config.settings or settings
         self.metrics = metrics
+        metrics.unsigned = None if config.trusted is None else int(not config.trusted)
         self.state = ModelState.LOADING
         self.reason: str | None = None
         self.schema: ModelSchema | None = None

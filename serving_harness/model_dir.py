@@ -1,9 +1,9 @@
-"""Model directories: what ``python -m serving_harness serve DIR`` reads.
+"""Model directories: what ``python -m serving_harness serve DIR`` reads when DIR is not a bundle.
 
-A directory holds the artifact (``model.onnx``, another single ``.onnx`` file, or a torch artifact
-directory with ``model.json``), an optional ``serving.json`` (ServingConfig) and an optional
-``manifest.json``. This is the hook for bundles: a bundle is such a directory whose manifest names
-the model (``"name"``) and its artifact (``"artifact"``, relative to the directory).
+A model directory holds the artifact (``model.onnx``, another single ``.onnx`` file, or a torch artifact
+directory with ``model.json``) and an optional ``serving.json`` (ServingConfig); its name is the
+directory's (``--name`` and ``--model-version`` set others). A directory with a ``manifest.json`` is a
+bundle, never a model directory: it is loaded only through ``serving_harness.bundle``'s checks.
 """
 
 from __future__ import annotations
@@ -12,30 +12,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+from serving_harness.bundle.manifest import MANIFEST_FILE
+from serving_harness.errors import BundleError
 from serving_harness.model import ModelConfig
 from serving_harness.runtimes.torch import TORCH_MODEL_FILE
 
 __all__ = ["MANIFEST_FILE", "SERVING_FILE", "find_artifact", "load_model_dir", "runtime_for"]
 
 SERVING_FILE = "serving.json"
-MANIFEST_FILE = "manifest.json"
 DEFAULT_ARTIFACT = "model.onnx"
 
 
 def load_model_dir(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """The model a directory holds, and its serving settings as a dict (empty without serving.json)."""
-    manifest = _read_json(directory / MANIFEST_FILE)
+    """The model a directory holds, and its serving settings as a dict (empty without serving.json).
+
+    BundleError when the directory holds a manifest.json: a bundle goes through its checks, never round them.
+    """
+    if (directory / MANIFEST_FILE).exists() or (directory / MANIFEST_FILE).is_symlink():
+        raise BundleError(f"{directory / MANIFEST_FILE}: a directory with a manifest is a bundle: load it as one")
     settings = _read_json(directory / SERVING_FILE)
-    artifact = find_artifact(directory, manifest.get("artifact"))
-    name = str(manifest.get("name") or directory.resolve().name)
-    version = str(manifest.get("version", "1"))
-    return ModelConfig(name=name, path=artifact, version=version), settings
+    artifact = find_artifact(directory)
+    return ModelConfig(name=directory.resolve().name, path=artifact), settings
 
 
-def find_artifact(directory: Path, named: str | None = None) -> Path:
-    """The artifact in ``directory``: the one the manifest names, model.onnx, a lone .onnx, or a torch dir."""
-    if named:
-        return directory / named
+def find_artifact(directory: Path) -> Path:
+    """The artifact in ``directory``: model.onnx, a lone .onnx, or the directory itself with model.json."""
     if (directory / DEFAULT_ARTIFACT).is_file():
         return directory / DEFAULT_ARTIFACT
     onnx_files = sorted(directory.glob("*.onnx"))
@@ -44,8 +45,7 @@ def find_artifact(directory: Path, named: str | None = None) -> Path:
     if (directory / TORCH_MODEL_FILE).is_file():
         return directory
     raise FileNotFoundError(
-        f"{directory} holds no model: expected {DEFAULT_ARTIFACT}, one .onnx file, {TORCH_MODEL_FILE} "
-        f"or a {MANIFEST_FILE} naming the artifact"
+        f"{directory} holds no model: expected {DEFAULT_ARTIFACT}, one .onnx file or {TORCH_MODEL_FILE}"
     )
 
 

@@ -4,6 +4,10 @@
 bound port, and on SIGTERM or SIGINT stops accepting, lets in-flight requests finish (up to
 ``limits.request_timeout_s``), closes the models and returns, so the process exits 0.
 
+Connections are guarded against hostile clients (``protocol.connection``): request headers must arrive
+within ``limits.header_timeout_s`` and a body within ``limits.body_timeout_s``, and at most
+``limits.max_connections`` are open at once, never more than the open-file limit leaves room for.
+
 With ``workers > 1`` uvicorn starts that many processes on the same socket; each loads its own
 model instances and keeps its own metrics (scrape each or put them behind one Service).
 """
@@ -11,9 +15,11 @@ model instances and keeps its own metrics (scrape each or put them behind one Se
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -29,11 +35,13 @@ from serving_harness.config import ServingConfig
 from serving_harness.errors import BadInput
 from serving_harness.log import configure_logging
 from serving_harness.model import ModelConfig
+from serving_harness.protocol.connection import ConnectionLimits, GuardedHttpProtocol
 from serving_harness.protocol.rest import create_app
 
-__all__ = ["app_from_environment", "bind_socket", "serve", "uvicorn_config"]
+__all__ = ["app_from_environment", "bind_socket", "connection_limits", "serve", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
+RESERVED_FILES = 64  # descriptors kept for the model files, logs and the runtime's own use
 SPEC_VARIABLE = "SERVING_HARNESS_SPEC"  # how `workers > 1` hands the models and settings to each worker
 OnListening = Callable[[str, int], None]
 
@@ -71,7 +79,7 @@ def uvicorn_config(app: Starlette, settings: ServingConfig, **overrides: Any) ->
 def _uvicorn_options(settings: ServingConfig, **overrides: Any) -> dict[str, Any]:
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": functools.partial(GuardedHttpProtocol, limits=connection_limits(settings)),
         "access_log": False,
         "log_config": None,
         "server_header": False,
@@ -79,6 +87,23 @@ def _uvicorn_options(settings: ServingConfig, **overrides: Any) -> dict[str, Any
         "timeout_graceful_shutdown": settings.limits.request_timeout_s + 5,
         **overrides,
     }
+
+
+def connection_limits(settings: ServingConfig) -> ConnectionLimits:
+    """The connection guard's settings; the cap stays under this process's open-file limit."""
+    limits = settings.limits
+    return ConnectionLimits(
+        header_timeout_s=limits.header_timeout_s,
+        body_timeout_s=limits.body_timeout_s,
+        max_connections=min(limits.max_connections, _connections_the_file_limit_allows()),
+    )
+
+
+def _connections_the_file_limit_allows() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(1, soft - RESERVED_FILES)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -135,6 +135,7 @@ def export(
     fallback: str = "auto",
     reports: str | Path = "reports",
     p99_budget_ms: float | None = None,
+    sign: str | Path | None = None,
 ) -> ExportedBundle:
     """Export one variant of a finished run as a bundle that ``python -m serving_harness serve`` runs alone.
 
@@ -149,5 +150,5 @@ def export(
 
     return export_bundle(
         run, out=out, variant=variant, name=name, version=version, fallback=fallback, reports=reports,
-        p99_budget_ms=p99_budget_ms,
+        p99_budget_ms=p99_budget_ms, sign=sign,
     )  # fmt: skip

@@ -86,8 +86,10 @@ def run(
     With `load.enabled` (or --load), each variant that passes the accuracy gate is also served by
     serving_harness in a subprocess and driven by Locust with the recipe's load profile.
 
-    Interrupt it at any time (Ctrl-C): `--resume` picks up where it stopped without redoing the
-    variants that finished.
+    Interrupt it at any time (Ctrl-C, or SIGTERM): it stops the server and Locust, marks the run
+    interrupted, and `--resume` picks up where it stopped without redoing the variants that finished.
+    Exit status: 0 done (or the run was already complete: it is never rewritten), 1 error, 2 bad
+    input or the run is being written by another process, 130 Ctrl-C, 143 SIGTERM.
     """
     from workbench.recipe.loader import load_recipe
     from workbench.sweep.runner import run_recipe
@@ -172,20 +174,15 @@ def _progress_hook(progress: Progress, opened: dict[str, Any]) -> Any:
 
 
 def _show_run(path: Path) -> None:
-    from workbench.report.render import SUMMARY_COLUMNS, summary_rows
+    from workbench.report.render import summary_rows
     from workbench.report.rundir import RunDir
+    from workbench.report.terminal import results_renderables
 
     run_dir = RunDir(path)
     envelope = run_dir.read_envelope()
-    table = Table(title=f"{envelope.recipe_name} · {envelope.run_id} · {envelope.status}", header_style="bold")
-    for column in SUMMARY_COLUMNS:
-        table.add_column(
-            column,
-            justify="right" if column not in {"variant", "status", "runtime", "quality", "mode", "flags"} else "left",
-        )
-    for row in summary_rows(run_dir.read_results()):
-        table.add_row(*(row[c] for c in SUMMARY_COLUMNS))
-    console.print(table)
+    title = f"{envelope.recipe_name} · {envelope.run_id} · {envelope.status}"
+    for part in results_renderables(title, summary_rows(run_dir.read_results()), width=console.width):
+        console.print(part)
     summary = envelope.summary
     if envelope.status != "complete":
         console.print(_status_line(run_dir), highlight=False, soft_wrap=True)
@@ -255,6 +252,35 @@ def report_schema() -> None:
     from workbench.recipe.loader import recipe_json_schema
 
     sys.stdout.write(json.dumps(recipe_json_schema(), indent=2) + "\n")
+
+
+@app.command("history")
+def history_command(
+    recipe: Annotated[str | None, typer.Argument(help="A recipe name (default: every recipe).")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metric column, e.g. latency_ms.p99. Repeatable.")
+    ] = None,
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Only these variants. Repeatable.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write a static site here (index.html + plots).")] = None,
+    reports: ReportsOpt = Path("reports"),
+) -> None:
+    """Every run on a timeline per variant × case × metric × machine, with its change points (ruptures)."""
+    from workbench.report.history import DEFAULT_METRICS, change_points, load_history, regressions_at_head
+    from workbench.report.history_site import write_site
+
+    history = load_history(reports, recipe, metrics=metric or DEFAULT_METRICS, variants=variant)
+    table = Table("series", "machine", "points", "last", "change points (commit range)", header_style="bold")
+    for series in history.series:
+        key, worse_now = series.key, regressions_at_head(series)
+        changes = ", ".join(c.describe() for c in change_points(series)) or "–"
+        name = f"{key.recipe} · {key.variant} · {key.case} · {key.metric}"
+        last = f"{series.points[-1].value:.4g}"
+        table.add_row(
+            name, key.hardware, str(len(series.points)), last, changes, style="bold red" if worse_now else None
+        )
+    console.print(table if history.series else f"no runs with results under {reports}/")
+    if out is not None:
+        console.print(f"site: {write_site(history, out)}")
 
 
 @app.command()
@@ -473,9 +499,16 @@ def gate_command(
     method: Annotated[str, typer.Option("--method", help="both, bootstrap or mann-whitney.")] = "both",
     statistic: Annotated[str, typer.Option("--statistic", help="median or mean across trials.")] = "median",
     min_trials: Annotated[int, typer.Option("--min-trials", min=2, help="Fewer trials: inconclusive.")] = 5,
+    error_control: Annotated[
+        str, typer.Option("--error-control", help="Across the checks: holm (family-wise α), bh (FDR) or none.")
+    ] = "holm",
     case: Annotated[list[str] | None, typer.Option("--case", help="Only cases matching (fnmatch).")] = None,
     summary: Annotated[Path | None, typer.Option("--summary", help="Write a Markdown summary (PR comment).")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML.")] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option("--history", help="A reports folder: also fail on a worse change point before the candidate."),
+    ] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Fail (exit 1) when the candidate is slower or less accurate than the baseline beyond a
@@ -485,11 +518,11 @@ def gate_command(
     from workbench.gate.rules import gate_options
 
     request = GateRequest(
-        rules=tuple(fail), options=gate_options(inconclusive, method, statistic, min_trials, case or []),
+        rules=tuple(fail), options=gate_options(inconclusive, method, statistic, min_trials, case or [], error_control),
         baseline=baseline, candidate=candidate, pytest_benchmark=pytest_benchmark, interleave=interleave,
         baseline_bundle=baseline_bundle, candidate_bundle=candidate_bundle, baseline_model=baseline_model,
         candidate_model=candidate_model, rounds=rounds, profile=profile, data=data, threads=threads,
-        reports=reports, summary=summary, junit=junit,
+        reports=reports, summary=summary, junit=junit, history=history,
     )  # fmt: skip
     result = run_gate(request)
     for line in text_lines(result):
@@ -529,6 +562,9 @@ def export_command(
     p99_budget_ms: Annotated[
         float | None, typer.Option("--p99-budget-ms", help="The alerts' p99 budget (default: from the run).")
     ] = None,
+    sign: Annotated[
+        Path | None, typer.Option("--sign", help="A PEM Ed25519 private key (workbench keygen) that signs the bundle.")
+    ] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Export RUN's variant as a bundle (directory + .tar.gz) that `python -m serving_harness serve` runs alone."""
@@ -536,13 +572,27 @@ def export_command(
 
     bundle = export(
         run_ref, out=out, variant=variant, name=name, version=version, fallback=fallback, reports=reports,
-        p99_budget_ms=p99_budget_ms,
+        p99_budget_ms=p99_budget_ms, sign=sign,
     )  # fmt: skip
     slo = bundle.manifest.slo
     console.print(f"[bold green]bundle:[/] {bundle.path} ({bundle.manifest.name} {bundle.manifest.version})")
     console.print(f"archive: {bundle.archive}\nmanifest sha256: {bundle.digest}", highlight=False)
+    trust = " --trust KEY.pub" if bundle.signed_by else ""
+    console.print("signed by key " + bundle.signed_by if bundle.signed_by else "unsigned (sign with --sign KEY)")
     console.print(f"p99 budget {slo.latency_budget_ms_p99:g} ms ({slo.source} figures); next: "
-                  f"python -m serving_harness verify {bundle.path}", highlight=False)  # fmt: skip
+                  f"python -m serving_harness verify {bundle.path}{trust}", highlight=False)  # fmt: skip
+
+
+@app.command("keygen")
+def keygen_command(
+    out: Annotated[Path, typer.Argument(help="The private key file to write; the public key goes to OUT.pub.")],
+) -> None:
+    """Make an Ed25519 key pair to sign bundles (export --sign OUT) and check them (serve|verify --trust OUT.pub)."""
+    from workbench.bundle.sign import generate_key_pair
+
+    pair = generate_key_pair(out)
+    console.print(f"private key: {pair.private} (keep it secret)\npublic key: {pair.public} (key id {pair.key_id})",
+                  highlight=False)  # fmt: skip
 
 
 @app.command("canary")

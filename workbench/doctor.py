@@ -35,7 +35,7 @@ MIN_FREE_DISK_GB = 2.0
 CORE_PACKAGES = (
     ("numpy", "numpy"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx"), ("torch", "torch"),
     ("starlette", "starlette"), ("uvicorn", "uvicorn"), ("orjson", "orjson"),
-    ("prometheus_client", "prometheus-client"), ("pydantic", "pydantic"), ("pydantic_settings", "pydantic-settings"),
+    ("prometheus_client", "prometheus-client"), ("pydantic", "pydantic"),
     ("yaml", "PyYAML"), ("typer", "typer"), ("rich", "rich"), ("pandas", "pandas"), ("pyarrow", "pyarrow"),
     ("matplotlib", "matplotlib"), ("sklearn", "scikit-learn"), ("psutil", "psutil"), ("httpx", "httpx"),
 )  # fmt: skip

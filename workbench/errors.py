@@ -10,13 +10,16 @@ WorkbenchError                     exit 1
 ├── MeasurementError               a measurement could not be taken (server died, bad outputs)
 └── NoFeasibleVariant              no measured variant meets every constraint (select, export --variant best)
 
-A programming error (``PROGRAMMING_ERRORS``: TypeError, AttributeError, NameError, AssertionError) is
-never caught as a failed variant: it stops the run with its traceback. Other exceptions from
-third-party code (onnxruntime's, torch's RuntimeError, ValueError, OSError) fail the variant they
-happened in, and the sweep goes on.
+A programming error (``is_programming_error``: a TypeError, AttributeError, NameError or AssertionError
+raised in our own code) is never caught as a failed variant: it stops the run with its traceback. An
+exception raised inside a third-party library (onnxruntime's quantizer, torch's tracer: whatever their type)
+is that library failing on this model: it fails the variant it happened in, and the sweep goes on.
 """
 
 from __future__ import annotations
+
+import traceback
+from pathlib import Path
 
 
 class WorkbenchError(Exception):
@@ -71,5 +74,20 @@ class NoFeasibleVariant(WorkbenchError):
     """No measured variant meets every constraint; the message names the binding one and the nearest miss."""
 
 
-# Bugs, not bad luck: a sweep stops on these instead of recording them as a failed variant.
+# Bugs, not bad luck: a sweep stops on these, when our own code raised them, instead of recording a failed variant.
 PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (AssertionError, AttributeError, NameError, TypeError)
+_OUR_PACKAGES = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "serving_harness")
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    """A ``PROGRAMMING_ERRORS`` type whose innermost frame is in workbench or serving_harness.
+
+    The same TypeError from deep inside torch or onnxruntime is the library refusing this model (a failed
+    variant), not a bug of ours; the traceback's last frame tells which."""
+    if not isinstance(exc, PROGRAMMING_ERRORS):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return True
+    raised_in = Path(frames[-1].filename).resolve()
+    return any(raised_in.is_relative_to(package) for package in _OUR_PACKAGES)

@@ -29,6 +29,12 @@ one exact value           none (a deterministic figure has no noise)  none
     change beyond t and significant             → regression
     change beyond t, not significant            → inconclusive
     otherwise                                   → pass
+
+Many checks in one decision (``adjust_p_values``): each check's test at α = 0.05 on its own lets one of 32
+checks on identical code fire with chance up to 1 − 0.95³² ≈ 81%. The gate feeds ``decide`` each check's
+p-value adjusted across the decision's checks, Holm (family-wise error ≤ α, the default) or
+Benjamini–Hochberg (false discovery rate ≤ α). ``smallest_p_value`` says how small a rank test's p can get
+with so few trials, and ``wilson_interval`` is the interval of a rate (the gate's benchmarks report with it).
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ __all__ = [
     "PERCENTILES",
     "Comparison",
     "Decision",
+    "ErrorControl",
     "Method",
     "Statistic",
     "Summary",
     "Threshold",
     "Verdict",
+    "adjust_p_values",
     "block_statistics",
     "bootstrap_ci",
     "coefficient_of_variation",
@@ -61,6 +69,8 @@ __all__ = [
     "decide",
     "latency_summary_ms",
     "round_order",
+    "smallest_p_value",
+    "wilson_interval",
 ]
 
 PERCENTILES: dict[str, float] = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
@@ -118,6 +128,7 @@ def round_order(labels: Sequence[str], round_index: int) -> list[str]:
 
 
 Verdict = Literal["pass", "regression", "inconclusive"]
+ErrorControl = Literal["holm", "bh", "none"]
 Method = Literal["bootstrap", "mann-whitney", "both"]
 Statistic = Literal["median", "mean"]
 
@@ -398,6 +409,64 @@ def _figure(value: float, relative: bool, sign: str = "") -> str:
     """A change for the reader: a percentage when relative, else 4 significant digits; never "-0"."""
     value += 0.0
     return f"{value:{sign}.1%}" if relative else f"{value:{sign}.4g}"
+
+
+# ------------------------------------------------------------------------------------------ across checks
+
+
+def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: ErrorControl = "holm") -> list[float]:
+    """Adjusted p-values of a family of tests, in the order given: compare each with α.
+
+    ``holm``: Holm–Bonferroni step-down, the family-wise error rate (any false alarm) stays ≤ α;
+    ``bh``: Benjamini–Hochberg step-up, the expected share of false alarms among alarms stays ≤ α
+    (as ``scipy.stats.false_discovery_control``); ``none``: unchanged. A NaN p-value counts as 1.
+
+    Example: ``adjust_p_values([0.01, 0.04, 0.03])`` is ``[0.03, 0.06, 0.06]`` (Holm).
+    """
+    p = np.nan_to_num(np.asarray(p_values, dtype=np.float64), nan=1.0)
+    count = len(p)
+    if method == "none" or count == 0:
+        return [float(v) for v in p]
+    order = np.argsort(p, kind="stable")
+    ranked = p[order]
+    if method == "holm":  # the i-th smallest (from 0) times m - i, never below an earlier one's
+        adjusted = np.maximum.accumulate(ranked * (count - np.arange(count)))
+    elif method == "bh":  # the i-th smallest times m / (i + 1), never above a later one's
+        adjusted = np.minimum.accumulate((ranked * count / np.arange(1, count + 1))[::-1])[::-1]
+    else:
+        raise ValueError(f"unknown error control {method!r}: use holm, bh or none")
+    result = np.empty(count)
+    result[order] = np.minimum(adjusted, 1.0)
+    return [float(v) for v in result]
+
+
+def smallest_p_value(test: str, n_baseline: int, n_candidate: int) -> float | None:
+    """The smallest one-sided p-value ``test`` can give with these trials (every candidate trial worse
+    than every baseline trial); None for a test without such a floor (Welch's t) or without a test.
+
+    A rank test on few trials cannot reach a small p: Mann-Whitney on 5 vs 5 never goes below 1/252,
+    Wilcoxon on 6 rounds never below 1/64, however large the change.
+    """
+    if test == "Mann-Whitney U" and n_baseline > 0 and n_candidate > 0:
+        low, high = np.arange(n_baseline, dtype=np.float64), np.arange(n_candidate, dtype=np.float64) + n_baseline
+        return float(scipy_stats.mannwhitneyu(high, low, alternative="greater").pvalue)
+    if test == "Wilcoxon signed-rank" and n_baseline > 0:
+        return _wilcoxon_greater(np.arange(1, n_baseline + 1, dtype=np.float64))
+    return None
+
+
+def wilson_interval(successes: int, trials: int, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a rate ``successes / trials`` (sound near 0 and 1, unlike the normal one).
+
+    Example: 1 of 30 false alarms is 3.3%, with a 95% interval of [0.6%, 16.7%].
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+    rate, z2 = successes / trials, z * z
+    centre = (rate + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(rate * (1 - rate) / trials + z2 / (4 * trials * trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

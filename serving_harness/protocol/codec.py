@@ -10,6 +10,13 @@ header, followed by the raw tensors in input order; an input with ``parameters.b
 its bytes from there. Outputs are binary when the request asks with ``parameters.binary_data_output``
 or, per output, ``outputs[i].parameters.binary_data``. BYTES elements are 4-byte little-endian length
 prefixed. Numbers are little-endian, row-major.
+
+Non-finite numbers: JSON has no NaN or infinity (a JSON encoder writes ``null``, which reads back as
+nothing or 0), so in JSON ``data`` they are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``
+(what ``float()``, numpy's ``np.array(data, dtype=...)``, as tritonclient and KServe's client decode
+``data``, and JavaScript's ``Number()`` all read back as the same value). Requests may use them too. A
+JSON number outside a float type's range (1e39 as FP32) is refused rather than turned into infinity. The
+binary extension carries every value exactly, NaN payloads included.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from serving_harness.runtimes.base import NUMPY_TO_OIP, OIP_TO_NUMPY, ModelMetad
 
 __all__ = [
     "HEADER_LENGTH",
+    "NONFINITE_NAMES",
     "InferRequest",
     "ModelSchema",
     "RequestedOutput",
@@ -35,6 +43,7 @@ __all__ = [
     "decode_infer_response",
     "encode_infer_request",
     "encode_infer_response",
+    "nonfinite_count",
 ]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -42,6 +51,15 @@ _NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
 # Which numpy kinds (as parsed from JSON) each datatype kind accepts.
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 _LENGTH = struct.Struct("<I")
+NONFINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # JSON spellings
+
+
+def nonfinite_count(array: np.ndarray) -> int:
+    """NaN and infinite values in ``array`` (0 for any type but floats)."""
+    if array.dtype.kind != "f":
+        return 0
+    finite = np.isfinite(array)
+    return 0 if finite.all() else int(finite.size - np.count_nonzero(finite))
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +302,47 @@ def _tensor_from_json(name: str, data: Any, datatype: str, shape: tuple[int, ...
 def _cast(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
     if parsed.size == 0:
         return parsed.astype(dtype)
+    if dtype.kind == "f" and parsed.dtype.kind == "U":  # numbers mixed with "NaN", "Infinity", "-Infinity"
+        return _with_nonfinite(name, parsed, dtype, datatype)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         raise InvalidRequest(f"input {name!r}: 'data' holds {parsed.dtype} values, not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
         info = np.iinfo(dtype)
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidRequest(f"input {name!r}: 'data' holds values outside the range of {datatype}")
-    return parsed.astype(dtype, copy=False)
+    if dtype.kind != "f" or parsed.dtype == dtype:
+        return parsed.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # an overflow is refused below, with a message, not warned about
+        array = parsed.astype(dtype)
+    if nonfinite_count(array):
+        raise InvalidRequest(
+            f"input {name!r}: 'data' holds values outside the range of {datatype} "
+            '(send "Infinity", "-Infinity" or "NaN" for non-finite values)'
+        )
+    return array
+
+
+def _with_nonfinite(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
+    """Float data where some items are the JSON spellings of NaN and the infinities (the rest: numbers)."""
+    items = parsed.ravel().tolist()
+    values = [
+        NONFINITE_NAMES[text] if text in NONFINITE_NAMES else _finite_number(name, text, datatype) for text in items
+    ]
+    with np.errstate(over="ignore"):
+        array = np.array(values, dtype=dtype).reshape(parsed.shape)
+    if nonfinite_count(array) > sum(text in NONFINITE_NAMES for text in items):
+        raise InvalidRequest(f"input {name!r}: 'data' holds values outside the range of {datatype}")
+    return array
+
+
+def _finite_number(name: str, text: str, datatype: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan  # "true", "abc": refused below with the spellings that work
+    if not math.isfinite(number):  # "nan", "inf": only the three JSON spellings stand for non-finite values
+        raise InvalidRequest(f'input {name!r}: {text!r} is not {datatype} (numbers, "NaN", "Infinity", "-Infinity")')
+    return number
 
 
 def _bytes_from_json(name: str, data: Any) -> np.ndarray:
@@ -345,7 +397,15 @@ def _bytes_from_binary(name: str, buffer: memoryview) -> np.ndarray:
 def _json_data(array: np.ndarray) -> Any:
     if array.dtype == object:
         return [_text(item) for item in array.ravel()]
+    if nonfinite_count(array):
+        return [_json_float(value) for value in array.ravel().tolist()]  # orjson would write null
     return np.ascontiguousarray(array).ravel()  # orjson writes numpy arrays natively
+
+
+def _json_float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _text(item: Any) -> str:

@@ -5,21 +5,35 @@ Routes (``{v}``: the model's version; every ``/v2/models/{m}/...`` route also ex
 
     GET  /v2                          server metadata            bearer token when auth is on
     GET  /v2/health/live              {"live": true}             open
-    GET  /v2/health/ready             {"ready": bool}, 200/503   open
+    GET  /v2/health/ready             {"ready": bool}, 200/503   open (the probes' route)
     GET  /v2/models/{m}               model metadata             bearer token when auth is on
-    GET  /v2/models/{m}/ready         {"name", "ready"}, 200/503 open (a probe, like health)
+    GET  /v2/models/{m}/ready         {"name", "ready"}, 200/503 bearer token when auth is on
     POST /v2/models/{m}/infer         inference                  bearer token when auth is on
-    GET  /metrics                     Prometheus text            open
+    GET  /metrics                     Prometheus text            open (for the scraper; see below)
+    anything else                     404 or 405 + Allow, OIP    counted in sh_unmatched_requests_total
+
+Every error is an OIP JSON body ``{"error": "..."}``, unknown routes and wrong methods included.
 
 Choices: not ready is 503 (Kubernetes probes and OIP clients only test for 200); a request with no
 result within ``limits.request_timeout_s`` is 504 (503 stays "try again later": queue full, not
-ready); the timeout covers the wait for a batch and the run, not the body upload. A model that fails to
-load leaves the server live but not ready; its metadata says ``"state": "UNAVAILABLE"`` and why.
+ready); the timeout covers the wait for a batch and the run, not the body upload, which has
+``limits.body_timeout_s`` of its own: past it the answer is 408 and the connection closes (a slow
+sender cannot hold a request open; ``protocol.connection`` closes stalled headers and caps
+connections). A model that fails to load leaves the server live but not ready; its metadata says
+``"state": "UNAVAILABLE"`` and why.
+
+Hostile callers: with auth on, a caller without the token learns no model name: every route that
+names a model answers 401 before it looks the name up (so an unknown name is 401, not a 404 listing
+the served ones), and ``/v2`` lists none. ``/metrics`` carries model names as labels and stays open
+for Prometheus' annotation-based scraping: keep it on the cluster network. No answer carries an
+absolute path (a runtime's load error names the model's file: the client sees the file name only; the
+log has it whole). The rate limit is per verified identity: the token when auth is on (however its
+header is spelt), the peer address when it is off; never a header the client makes up.
 
 Bundles add: a model's fallback (see ``fallback``; the model counts as ready once loaded, or once it
 failed to load and its fallback is ready), drift monitoring of answered requests, and a canary
 (``canary``): two versions of one name, a request without a version in its path goes to one of them
-by the split, and ``/v2/canary`` reads or sets the weight.
+by the split, and ``/v2/canary`` reads (token when auth is on) or sets the weight.
 """
 
 from __future__ import annotations
@@ -28,12 +42,14 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from time import perf_counter
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -45,16 +61,25 @@ from serving_harness.config import ServingConfig
 from serving_harness.errors import (
     InferenceFailed,
     InvalidRequest,
+    MethodNotAllowed,
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
     RateLimited,
+    RequestBodyTimeout,
+    RouteNotFound,
     ServingError,
     Unauthorized,
 )
 from serving_harness.metrics import CONTENT_TYPE, UNKNOWN_MODEL, Metrics
 from serving_harness.model import ModelConfig, ServedModel
-from serving_harness.protocol.codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from serving_harness.protocol.codec import (
+    HEADER_LENGTH,
+    decode_infer_request,
+    encode_infer_response,
+    nonfinite_count,
+)
+from serving_harness.protocol.connection import CLOSED_CONNECTIONS
 from serving_harness.rate_limit import RateLimiter
 
 __all__ = ["create_app"]
@@ -65,6 +90,8 @@ EXTENSIONS = ("binary_tensor_data", "parameters", "model_repository_versions")
 JSON = "application/json"
 _JSON_TYPE = (b"content-type", b"application/json")
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
+# The directories of an absolute path (``/srv/models/``), so "/srv/models/m.onnx" reads "m.onnx" to a client.
+_ABSOLUTE_DIRECTORIES = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"`:,;()\[\]]+/)+")
 
 
 def create_app(
@@ -85,7 +112,8 @@ def create_app(
     """
     _check_names(models, canary)
     harness = _Harness(models, settings, canary=canary, version_label=version_label)
-    return Starlette(routes=harness.routes(), lifespan=harness.lifespan)
+    handlers = {HTTPException: harness.unmatched}
+    return Starlette(routes=harness.routes(), lifespan=harness.lifespan, exception_handlers=handlers)
 
 
 def _check_names(models: Sequence[ModelConfig], canary: CanarySplit | None) -> None:
@@ -159,10 +187,11 @@ class _Harness:
         return routes
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[dict[str, Any]]:
         loading = asyncio.create_task(self._load_all())
         try:
-            yield
+            # uvicorn hands this state to each connection too: the connection guard counts its closes here.
+            yield {CLOSED_CONNECTIONS: self.metrics.closed_connections}
         finally:
             # uvicorn has already waited for in-flight requests; finish what the batchers still hold.
             loading.cancel()
@@ -190,6 +219,7 @@ class _Harness:
 
     async def model_ready(self, request: Request) -> Response:
         try:
+            self._authorize(request.headers.get("authorization", ""))  # a model's name is not for strangers
             model = self._model(request.path_params)
         except ServingError as exc:
             return _error(exc)
@@ -198,6 +228,16 @@ class _Harness:
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def unmatched(self, request: Request, exc: Exception) -> Response:
+        """No route (404) or a method the route does not take (405): an OIP error, counted."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        self.metrics.unmatched_request(status)
+        where = f"{request.method} {request.url.path}"
+        if status == 405 and isinstance(exc, HTTPException):
+            allow = (exc.headers or {}).get("Allow", "")
+            return _error(MethodNotAllowed(f"{where} is not allowed; this route takes {allow}", allow=allow))
+        return _error(RouteNotFound(f"no route for {where}; the OIP v2 routes are under /v2"))
 
     # ---------------------------------------------------------------------------------- metadata
 
@@ -238,10 +278,10 @@ class _Harness:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
 
-    def _rate_limit(self, authorization: str, client: str) -> None:
+    def _rate_limit(self, identity: str) -> None:
         if self.limiter is None:
             return
-        wait_s = self.limiter.wait_s(authorization or client)
+        wait_s = self.limiter.wait_s(identity)
         if wait_s > 0:
             raise RateLimited(
                 f"rate limit of {self.limiter.rate_per_s:g} requests/s exceeded",
@@ -285,10 +325,13 @@ class _InferEndpoint:
         if schema is None:
             raise ModelNotReady(f"model {model.config.name!r} is not ready: {model.reason or 'loading'}")
         limits = self.settings.limits
-        body = await _receive_body(receive, request_headers.get(b"content-length"), limits.max_body_bytes)
+        declared = request_headers.get(b"content-length")
+        body = await _receive_body(receive, declared, limits.max_body_bytes, limits.body_timeout_s)
         decoded = decode_infer_request(body, _header_length(request_headers), schema)
+        _count_nonfinite(model, "input", decoded.inputs)
         outcome = await model.infer(decoded.inputs, decoded.rows)  # times out itself (RequestTimeout)
         model.metrics.timing(outcome.queue_s, outcome.compute_s)
+        _count_nonfinite(model, "output", outcome.outputs)
         if model.drift is not None:
             model.drift.observe(decoded.inputs, outcome.outputs, decoded.rows)
         payload, header_length = encode_infer_response(
@@ -305,11 +348,19 @@ class _InferEndpoint:
         return 200, [*binary, (b"server-timing", timing)], payload
 
     def _admit(self, scope: Scope, request_headers: dict[bytes, bytes]) -> None:
-        """Bearer token first (401), then the rate limit per token, or per client address without auth (429)."""
+        """Bearer token first (401), then the rate limit per verified identity (429).
+
+        The identity is the token once it checks out (one configured token, one bucket: spelling it
+        with other spaces or case buys no extra rate), or the peer address when auth is off (never a
+        header the client makes up).
+        """
         authorization = request_headers.get(b"authorization", b"").decode("latin-1")
         self.harness._authorize(authorization)
+        if self.harness.token is not None:
+            self.harness._rate_limit("bearer")
+            return
         client = scope.get("client")
-        self.harness._rate_limit(authorization, client[0] if client else "")
+        self.harness._rate_limit(f"peer {client[0] if client else ''}")
 
 
 def _describe(model: ServedModel) -> dict[str, Any]:
@@ -330,18 +381,40 @@ def _describe(model: ServedModel) -> dict[str, Any]:
         doc["outputs"] = [t.model_dump() for t in metadata.outputs]
     doc["state"] = model.state.value
     if model.reason is not None:
-        doc["reason"] = model.reason
+        doc["reason"] = _public(model.reason)
     return doc
 
 
-async def _receive_body(receive: Receive, declared: bytes | None, limit_bytes: int) -> bytes:
+def _count_nonfinite(model: ServedModel, direction: str, arrays: dict[str, Any]) -> None:
+    count = sum(nonfinite_count(array) for array in arrays.values())
+    if count:
+        model.metrics.nonfinite_seen(direction, count)
+
+
+async def _receive_body(receive: Receive, declared: bytes | None, limit_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, within ``limit_bytes`` (413) and ``timeout_s`` (408, and the connection closes)."""
     if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
         raise PayloadTooLarge(f"the body is {declared.decode()} bytes; the limit is {limit_bytes}")
+    deadline = _Deadline(timeout_s)
+    try:
+        return await _read_chunks(receive, limit_bytes)
+    except asyncio.CancelledError:
+        if not deadline.expired:
+            raise
+        deadline.task.uncancel()
+        raise RequestBodyTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+    finally:
+        deadline.cancel()
+
+
+async def _read_chunks(receive: Receive, limit_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
     while more:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("the client closed the connection before its body was complete")
         chunk = message.get("body", b"")
         more = message.get("more_body", False)
         size += len(chunk)
@@ -349,6 +422,27 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit_bytes: i
             raise PayloadTooLarge(f"the body is over the limit of {limit_bytes} bytes")
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Deadline:
+    """Cancels the current task after ``delay_s`` and remembers it did (a plain timer costs a third of
+    ``asyncio.timeout``'s, and this runs once per request)."""
+
+    __slots__ = ("_handle", "expired", "task")
+
+    def __init__(self, delay_s: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a request is always served in a task"
+        self.task = task
+        self.expired = False
+        self._handle = asyncio.get_running_loop().call_later(delay_s, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 def _header_length(headers: dict[bytes, bytes]) -> int | None:
@@ -374,4 +468,10 @@ def _error_parts(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], byt
     if exc.status_code == 500:  # the others are the client's or the load's doing: counted, not logged
         logger.warning("request failed", extra={"status": exc.status_code, "error": exc.message})
     headers = [_JSON_TYPE, *((k.lower().encode(), v.encode()) for k, v in exc.headers().items())]
-    return exc.status_code, headers, orjson.dumps({"error": exc.message})
+    return exc.status_code, headers, orjson.dumps({"error": _public(exc.message)})
+
+
+def _public(message: str) -> str:
+    """``message`` without the directories of absolute paths (a runtime's error names the model's file):
+    where a server keeps its files is not a client's business; the log keeps the whole message."""
+    return _ABSOLUTE_DIRECTORIES.sub("", message) if "/" in message else message

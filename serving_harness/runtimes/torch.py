@@ -12,6 +12,9 @@ A torch artifact is a directory whose ``model.json`` names its format, its file 
     {"format": "torch-tensorrt", "file": "model.ep", ...}
         + model.ep     an ExportedProgram holding TensorRT engines: needs CUDA and torch-tensorrt
 
+A ``torch-factory`` artifact names code to import, so it is a lab artifact: it is refused inside a bundle
+(any folder above it holding a ``manifest.json``), where only data may ship (``serving_harness.bundle``).
+
 A ``torch-factory`` or ``torch-export`` description may also hold ``"compile": {"mode": ..., "dynamic": ...,
 "fullgraph": ...}`` (see ``CompileOptions``). ``torch.compile`` makes no file, so a compiled artifact is its source
 artifact plus these options: the runtime compiles at load and runs warm-up batches (batch 2, then 1) so the first
@@ -43,6 +46,7 @@ TORCHSCRIPT_FORMAT = "torchscript"
 EXPORT_FORMAT = "torch-export"
 TENSORRT_FORMAT = "torch-tensorrt"
 COMPILE_KEY = "compile"
+BUNDLE_MANIFEST = "manifest.json"  # serving_harness.bundle.MANIFEST_FILE (not imported: the runtimes stand alone)
 # Sizes of dynamic axes in the warm-up batches of a compiled model: the batch axis, then any other.
 _WARMUP_BATCHES = (2, 1)
 _WARMUP_OTHER_AXIS = 8
@@ -112,10 +116,22 @@ def load_module(path: Path, description: dict[str, Any], device: str) -> Any:
 def _load_factory(path: Path, description: dict[str, Any], device: str) -> Any:
     import torch
 
+    _refuse_in_bundle(path, description)
     module = import_callable(description["factory"])(**description.get("kwargs", {}))
     state = torch.load(path / TORCH_WEIGHTS_FILE, map_location="cpu", weights_only=True)
     module.load_state_dict(state)
     return module.eval().to(device)
+
+
+def _refuse_in_bundle(path: Path, description: dict[str, Any]) -> None:
+    """A bundle is data: a factory named in one would run whatever code the bundle's author chose."""
+    resolved = path.resolve()
+    bundle = next((p for p in (resolved, *resolved.parents) if (p / BUNDLE_MANIFEST).exists()), None)
+    if bundle is not None:
+        raise RuntimeUnavailable(
+            f"{path / TORCH_MODEL_FILE}: a {FACTORY_FORMAT} artifact names code to import "
+            f"({description.get('factory')!r}) and is refused inside a bundle ({bundle}): ship ONNX (export.onnx)"
+        )
 
 
 def _load_torchscript(path: Path, description: dict[str, Any], device: str) -> Any:

@@ -72,3 +72,20 @@ def bundle_fp32(digits_run: RunDir, reports: Path, bundles_dir: Path) -> Exporte
 def bundle_copy(bundle: ExportedBundle, tmp_path: Path) -> Path:
     """A private copy of the 1.2.0 bundle that a test may tamper with."""
     return Path(shutil.copytree(bundle.path, tmp_path / bundle.path.name))
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh Ed25519 private key (``workbench keygen``); its public key is beside it as ``.pub``."""
+    from workbench.bundle.sign import generate_key_pair
+
+    return generate_key_pair(tmp_path_factory.mktemp("keys") / "bundle-key").private
+
+
+@pytest.fixture(scope="session")
+def signed_bundle(digits_run: RunDir, reports: Path, bundles_dir: Path, signing_key: Path) -> ExportedBundle:
+    """digits 2.0.0: the fp32 export, no fallback, signed with ``signing_key`` (``export --sign``)."""
+    return export_bundle(
+        digits_run.path, out=bundles_dir / "digits-2.0.0", variant="ort-fp32", fallback="none", reports=reports,
+        sign=signing_key,
+    )  # fmt: skip

@@ -57,7 +57,7 @@ def test_requirements_pin_the_serving_stack_only(bundle: ExportedBundle) -> None
     lines = (bundle.path / "requirements.txt").read_text().splitlines()
     pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
 
-    for name in ("onnxruntime", "numpy", "starlette", "uvicorn", "pydantic-settings", "prometheus-client"):
+    for name in ("onnxruntime", "numpy", "starlette", "uvicorn", "pydantic", "prometheus-client"):
         assert pins[name] == installed_version(name)
     assert not {"torch", "onnx", "locust", "pandas", "workbench", "typer"} & set(pins)
 

@@ -16,6 +16,7 @@ from workbench.cli import main
 from workbench.host import environment
 from workbench.report.rundir import ReportStore
 from workbench.report.schema import Measurement, Quality, RunEnvelope, VariantRecord
+from workbench.report.table import records_to_frame
 
 WIDTH = 64
 CLASSES = 10
@@ -63,8 +64,10 @@ def write_run(
     env: dict[str, Any] | None = None,
     status: str = "ok",
     samples: bool = True,
+    results: bool = False,
 ) -> Path:
-    """A complete run in the real report store whose per-trial figures are the ones given."""
+    """A complete run in the real report store whose per-trial figures are the ones given; with
+    ``results``, also its results table (what ``workbench history`` reads)."""
     rates = throughput_rps or [1000.0, 1010.0, 990.0, 1005.0, 995.0]
     p99 = latency_ms_p99 or [2.0, 2.02, 1.98, 2.01, 1.99]
     run = ReportStore(reports).new_run(RECIPE)
@@ -82,6 +85,8 @@ def write_run(
         quality=quality if status == "ok" else None, measurements=[measurement] if status == "ok" else [],
     )  # fmt: skip
     run.write_variant(record)
+    if results:
+        run.write_results(records_to_frame(run.run_id, [record]))
     now = datetime.now(UTC)
     envelope = RunEnvelope(
         run_id=run.run_id, recipe_name=RECIPE, spec_hash="0" * 16, created=now, finished=now, status="complete",

@@ -158,6 +158,24 @@ def test_a_second_writer_is_refused_by_name(reports: Path, tmp_path: Path) -> No
     assert only_envelope(reports)["status"] == "failed"  # the refused writer changed nothing
 
 
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(reports: Path, tmp_path: Path) -> None:
+    args = run_args(reports, "search.pipelines={torch-eager: []}", "measure.trials=1000")
+    with (tmp_path / "stderr.txt").open("wb") as stderr:
+        process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 120
+    while not list(reports.glob("digits-cpu/*/run.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    process.send_signal(signal.SIGINT)
+
+    assert process.wait(timeout=60) == 130
+    (run,) = reports.glob("digits-cpu/*")
+    message = (tmp_path / "stderr.txt").read_text()
+    assert f"interrupted: run digits-cpu/{run.name}" in message
+    assert f"--resume --run digits-cpu/{run.name}" in message
+    assert only_envelope(reports)["status"] == "interrupted"
+
+
 # --------------------------------------------------------------------- signals in a load step
 
 

@@ -26,8 +26,8 @@ from workbench.data.base import Dataset
 from workbench.errors import MeasurementError
 from workbench.measure.load.engine import ServedResult, Target, measure_served, run_profile
 from workbench.measure.load.payloads import dataset_batches, write_payloads
-from workbench.measure.load.profiles import load_profile
 from workbench.measure.server import HarnessServer
+from workbench.recipe.profiles import load_profile
 from workbench.report.rundir import ReportStore
 
 LATENCY_KEYS = {"p50", "p90", "p95", "p99", "p999", "max", "mean"}

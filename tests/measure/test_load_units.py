@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from workbench.errors import NotFoundError, RecipeError
-from workbench.measure.load.profiles import (
+from workbench.measure.load.sla import Probe, search_rate
+from workbench.measure.load.windows import cut_windows, settled, summarize
+from workbench.measure.load.wire import FLAG_WAITED_FOR_SLOT, RECORD_DTYPE, Kind, arrival_offsets_ns
+from workbench.measure.server_metrics import _histograms, breakdown
+from workbench.recipe.profiles import (
     ConcurrencyProfile,
     PoissonProfile,
     RampProfile,
@@ -17,10 +21,6 @@ from workbench.measure.load.profiles import (
     load_profile,
     plan_steps,
 )
-from workbench.measure.load.sla import Probe, search_rate
-from workbench.measure.load.windows import cut_windows, settled, summarize
-from workbench.measure.load.wire import FLAG_WAITED_FOR_SLOT, RECORD_DTYPE, Kind, arrival_offsets_ns
-from workbench.measure.server_metrics import _histograms, breakdown
 
 ROOT = Path(__file__).parents[2]
 MS = 1_000_000

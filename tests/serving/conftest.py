@@ -17,6 +17,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     support.sequence_model(directory / "sequence.onnx")
     support.text_model(directory / "text.onnx")
     support.fixed_model(directory / "fixed.onnx")
+    support.identity_model(directory / "identity.onnx")
     support.lookup_model(directory / "lookup.onnx")
     support.broken_model(directory / "broken.onnx")
     return directory

@@ -93,6 +93,13 @@ def text_model(path: Path) -> Path:
     return _save(helper.make_graph([helper.make_node("Identity", ["text"], ["echo"])], "text", [x], [y]), path)
 
 
+def identity_model(path: Path) -> Path:
+    """x FP32 [-1, 4] -> y = x, bit for bit: what goes in (NaN, infinities) must come back."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    return _save(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y]), path)
+
+
 def fixed_model(path: Path) -> Path:
     """x FP32 [1, 4] -> y = x + 1 with a fixed first axis: no batch axis, so no batching."""
     nodes = [_const("one", np.array(1.0, dtype=np.float32)), helper.make_node("Add", ["x", "one"], ["y"])]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import RecipeError
-from workbench.measure.load.profiles import load_profile
 from workbench.recipe.loader import load_recipe, recipe_json_schema, spec_hash
+from workbench.recipe.profiles import load_profile
 from workbench.sweep.space import expand
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").rglob("*.yaml"))
@@ -187,3 +187,13 @@ def test_numbers_out_of_range_name_their_key(tmp_path: Path, overrides: list[str
         load_recipe(write(tmp_path, "r.yaml", MINIMAL), overrides)
     assert info.value.key == key
     assert info.value.exit_code == 2
+
+
+def test_a_load_profile_that_is_not_utf8_is_located(tmp_path: Path) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_bytes(b"kind: concurrency\nusers: [1, \xff]\n")
+
+    with pytest.raises(RecipeError, match="expected UTF-8 text") as info:
+        load_profile(str(profile))
+
+    assert info.value.file == str(profile)

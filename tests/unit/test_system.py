@@ -72,6 +72,14 @@ def test_environment_is_json_serialisable(env: dict[str, Any]) -> None:
     assert orjson.loads(orjson.dumps(env)) == env
 
 
+def test_environment_records_no_path_of_this_machine(env: dict[str, Any]) -> None:
+    assert env["python"]["executable"] == Path(sys.executable).name  # "python3.11", not this venv's folder
+    assert env["python"]["virtualenv"] == (sys.prefix != sys.base_prefix)
+    text = json.dumps(env)
+    for folder in {sys.prefix, sys.base_prefix, str(Path.cwd()), str(Path.home())} - {"/"}:
+        assert folder not in text
+
+
 def test_environment_does_not_import_torch() -> None:
     code = (
         "import sys; from workbench.host import environment; "

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+import serving_harness
 from serving_harness.config import ServingConfig
 from serving_harness.metrics import LATENCY_BUCKETS_S
 from workbench.errors import UsageError
@@ -38,6 +39,9 @@ OUTPUTS = {
     "dashboard.json": "monitoring/dashboard.json",
 }
 RULES_TEST = "monitoring/alerts_test.yaml"
+_COMPOSED = frozenset({"trust_args"})  # written here, quoted for the JSON arrays they land in: never escaped
+# Where the deployment files mount the trusted public key (a ConfigMap: a public key is no secret).
+TRUST_KEY_PATH = "/etc/serving-harness/trust/bundle.pub"
 REFERENCE_VERSION = "0.0.0-healthy"  # the healthy series in the rule tests: it must never alert
 _LABEL = re.compile(r"\{\{\s*\$labels\.(\w+)\s*\}\}")
 
@@ -57,21 +61,49 @@ class DeployOptions:
 
 
 def render_deployment(
-    directory: Path, manifest: dict[str, Any], settings: ServingConfig, options: DeployOptions
+    directory: Path,
+    manifest: dict[str, Any],
+    settings: ServingConfig,
+    options: DeployOptions,
+    *,
+    signer: str | None = None,
 ) -> None:
-    """Write every deployment and monitoring file of the bundle in ``directory``."""
-    values = _values(manifest, settings, options)
+    """Write every deployment and monitoring file of the bundle in ``directory``.
+
+    ``signer``: the id of the key that signs the bundle; the image and manifests then serve it with
+    ``--trust`` and the public key mounted from a ConfigMap, and refuse it unsigned or re-signed.
+    """
+    values = {**_values(manifest, settings, options), **_trust_values(signer)}
     templates = files("workbench.bundle") / "templates"
     for template, target in OUTPUTS.items():
         text = templates.joinpath(template).read_text()
         escape = _json_text if template.endswith(".json") else _plain_text
-        rendered = _Template(text).substitute({key: escape(str(value)) for key, value in values.items()})
+        rendered = _Template(text).substitute(
+            {key: str(value) if key in _COMPOSED else escape(str(value)) for key, value in values.items()}
+        )
         path = directory / target
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered)
     rules = yaml.safe_load((directory / OUTPUTS["alerts.yaml"]).read_text())
     tests = rule_tests(rules, manifest, Path(OUTPUTS["alerts.yaml"]).name)
     (directory / RULES_TEST).write_text(yaml.safe_dump(tests, sort_keys=False, width=120))
+
+
+def _trust_values(signer: str | None) -> dict[str, str]:
+    """The ``--trust`` arguments (a JSON-array fragment) and the words that say whether the bundle is signed."""
+    if signer is None:
+        return {
+            "trust_args": "",
+            "trust_path": TRUST_KEY_PATH,
+            "trust_optional": "true",
+            "trust_line": "Unsigned: served without --trust (export with --sign KEY to pin who made it).",
+        }
+    return {
+        "trust_args": f', "--trust", "{TRUST_KEY_PATH}"',
+        "trust_path": TRUST_KEY_PATH,
+        "trust_optional": "false",
+        "trust_line": f"Signed by key {signer}: served with --trust {TRUST_KEY_PATH} (the public key, from a ConfigMap).",
+    }
 
 
 def _json_text(value: str) -> str:
@@ -116,6 +148,7 @@ def _values(manifest: dict[str, Any], settings: ServingConfig, options: DeployOp
         "k8s_name": dns_name(f"{name}-{version}"),
         "image": options.image or f"{dns_name(name)}:{version.replace('+', '-')}",
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "harness_version": serving_harness.__version__,
         "port": options.port,
         "cpu": max(1, settings.runtime.intra_op_threads) * settings.instances,
         "memory": memory,

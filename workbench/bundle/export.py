@@ -5,8 +5,12 @@ half-written bundle never exists under its name; bundles are immutable (an exist
 refused). ``out`` is also archived as ``<out>.tar.gz`` (sorted members, fixed times and owners: the
 same bundle gives the same archive bytes).
 
-Only ONNX variants ship: they run anywhere ONNX Runtime does, and load without unpickling anything.
-The fallback (``auto``) is the recipe's baseline when it is ONNX, else the plain fp32 ONNX export.
+Only ONNX variants ship: they run anywhere ONNX Runtime does, and load without unpickling anything
+or importing code. A torch-factory variant (a Python callable named by reference) is refused, not
+converted, with a message saying to add ``export.onnx`` to its pipeline: the converted model would be a
+variant the run never measured. The fallback (``auto``) is the recipe's baseline when it is ONNX,
+else the plain fp32 ONNX export. With ``sign``, ``manifest.sig`` (a detached Ed25519 signature over
+the manifest, see ``workbench.bundle.sign``) is written before the bundle is renamed into place.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from workbench.bundle.deploy import DeployOptions, render_deployment
 from workbench.bundle.evidence import drift_baseline, golden_set, load_runtime, save_npz, tolerances
 from workbench.bundle.manifest import check_version, manifest_document, seal, source_section
 from workbench.bundle.requirements import pinned_requirements, requirements_text
+from workbench.bundle.sign import load_signing_key, sign_bundle, signing_key_id
 from workbench.bundle.slo import DEFAULT_ERROR_RATE_MAX, derive_slo
 from workbench.data import load_dataset
 from workbench.data.base import Dataset
@@ -56,6 +61,7 @@ class ExportedBundle:
     archive: Path
     manifest: BundleManifest
     digest: str
+    signed_by: str | None = None  # the signing key's id (``--sign``)
 
 
 @dataclass(frozen=True)
@@ -79,17 +85,20 @@ def export_bundle(
     p99_budget_ms: float | None = None,
     error_rate_max: float = DEFAULT_ERROR_RATE_MAX,
     deploy: DeployOptions | None = None,
+    sign: str | Path | None = None,
 ) -> ExportedBundle:
     """Export one variant of a finished run as a bundle directory and a ``.tar.gz``.
 
     ``variant``: ``best`` (the run's selection; the recipe's ``export.variant`` by default), ``baseline``
     or a variant id. ``fallback``: ``auto``, ``none`` or a variant id. ``version``: a semantic
     version; by default the one ``out`` ends with (``bundles/digits-1.2.0``), else the recipe's.
+    ``sign``: a PEM Ed25519 private key (``workbench keygen``) that signs the manifest.
 
     Example::
 
         bundle = export_bundle("latest", out="bundles/digits-1.2.0")
     """
+    key = load_signing_key(Path(sign)) if sign is not None else None  # a bad key fails before any work
     chosen = _choose(ReportStore(reports).find(str(run)), variant, fallback)
     name = name or chosen.recipe.export.name or chosen.recipe.model.name or chosen.recipe.name
     target = Path(out) if out is not None else None
@@ -100,8 +109,10 @@ def export_bundle(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
-        options = _Options(name, version, p99_budget_ms, error_rate_max, deploy or DeployOptions())
+        signer = signing_key_id(key) if key is not None else None
+        options = _Options(name, version, p99_budget_ms, error_rate_max, deploy or DeployOptions(), signer)
         manifest = _assemble(staging, chosen, options)
+        signed_by = sign_bundle(staging, key) if key is not None else None
         staging.chmod(0o755)  # mkdtemp made it private; a bundle is read by whoever serves it
         staging.rename(target)
     except BaseException:
@@ -109,8 +120,8 @@ def export_bundle(
         raise
     archive = write_archive(target)
     digest = file_sha256(target / "manifest.json")
-    logger.info("bundle %s (manifest sha256 %s), archive %s", target, digest, archive)
-    return ExportedBundle(path=target, archive=archive, manifest=manifest, digest=digest)
+    logger.info("bundle %s (manifest sha256 %s, signed by %s), archive %s", target, digest, signed_by, archive)
+    return ExportedBundle(path=target, archive=archive, manifest=manifest, digest=digest, signed_by=signed_by)
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ class _Options:
     p99_budget_ms: float | None
     error_rate_max: float
     deploy: DeployOptions
+    signer: str | None  # the signing key's id: the deployment files then pass --trust
 
 
 def _version_from(out: Path | None) -> str | None:
@@ -167,8 +179,8 @@ def _check_shippable(record: VariantRecord) -> None:
     if record.artifact is None or record.artifact.format != "onnx":
         kind = record.artifact.format if record.artifact else "no"
         raise UsageError(
-            f"variant {record.variant!r} is a {kind} artifact: bundles ship ONNX (a pipeline with export.onnx), "
-            "which loads without unpickling"
+            f"variant {record.variant!r} is a {kind} artifact: bundles carry data, never code to import (a torch "
+            "factory names a Python callable); ship its ONNX export instead: add export.onnx to its pipeline"
         )
     path = resolve_recorded_path(record.artifact.path, cache_dir())  # a run records it relative to the cache
     if not path.is_file():
@@ -241,7 +253,7 @@ def _assemble(root: Path, chosen: _Chosen, options: _Options) -> BundleManifest:
         drift_baseline="drift/baseline.json",
         fallback=fallback,
     )
-    render_deployment(root, document, settings, options.deploy)
+    render_deployment(root, document, settings, options.deploy, signer=options.signer)
     return seal(root, document)
 
 
@@ -257,7 +269,7 @@ def _write_model(root: Path, folder: str, record: VariantRecord) -> ServingConfi
     (root / folder).mkdir(parents=True)
     shutil.copyfile(resolve_recorded_path(record.artifact.path, cache_dir()), root / folder / "model.onnx")
     serving = {key: value for key, value in record.serving.items() if key != "auth_token"}
-    settings = ServingConfig.model_validate(serving)  # model_validate: no SH_* variables from this shell
+    settings = ServingConfig.model_validate(serving)
     target = root / ("serving.json" if folder == "model" else f"{folder}/serving.json")
     target.write_text(json.dumps(settings.model_dump(mode="json", exclude={"auth_token"}), indent=2) + "\n")
     return settings

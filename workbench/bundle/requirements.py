@@ -29,7 +29,7 @@ SERVING_REQUIREMENTS = (
     "orjson",
     "prometheus-client",
     "pydantic",
-    "pydantic-settings",
+    "cryptography",  # bundle signatures: serve|verify --trust
 )
 
 

@@ -21,11 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from workbench.errors import CorruptRunError, UsageError
-from workbench.report.rundir import ReportStore, RunDir
+from workbench.report.rundir import BASELINE_DIR, ReportStore, RunDir
 
 __all__ = ["BASELINE_DIR", "PROMOTED_FILE", "Promotion", "promote"]
 
-BASELINE_DIR = "baseline"
 PROMOTED_FILE = "baseline.json"
 
 

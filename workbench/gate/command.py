@@ -6,6 +6,9 @@ Three ways to get the two sides, one per request:
 - pytest-benchmark JSON: ``--pytest-benchmark out.json --baseline baseline.json``;
 - interleaved A/B (recommended): ``--interleave --baseline-bundle A --candidate-bundle B`` (or
   ``--baseline-model FILE --candidate-model FILE``), measured here and now, round by round.
+
+With two runs, ``--history DIR`` also places the candidate on its recipe's timeline under ``DIR`` and
+fails on a worse change point it sits behind (``workbench.gate.history``): a creep of small steps.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from pathlib import Path
 from serving_harness.config import RuntimeSettings, ServingConfig
 from workbench.errors import UsageError
 from workbench.gate.output import junit_xml, markdown
-from workbench.gate.rules import GateOptions, GateResult, gate, parse_rule
-from workbench.gate.sources import Source, load_source, pytest_benchmark_source
+from workbench.gate.rules import GateOptions, GateResult, Rule, gate, parse_rule
+from workbench.gate.sources import Source, find_run, load_source, pytest_benchmark_source
 
 __all__ = ["GateRequest", "run_gate"]
 
@@ -45,6 +48,7 @@ class GateRequest:
     reports: Path = Path("reports")
     summary: Path | None = None
     junit: Path | None = None
+    history: Path | None = None  # a reports folder with the candidate's earlier runs
 
 
 def run_gate(request: GateRequest) -> GateResult:
@@ -53,11 +57,26 @@ def run_gate(request: GateRequest) -> GateResult:
     baseline, candidate, warnings = _sides(request)
     result = gate(baseline, candidate, rules, request.options)
     result = replace(result, warnings=[*warnings, *result.warnings])
+    if request.history is not None:
+        result = _with_history(result, request, rules)
     if request.summary is not None:
         _write(request.summary, markdown(result))
     if request.junit is not None:
         _write(request.junit, junit_xml(result))
     return result
+
+
+def _with_history(result: GateResult, request: GateRequest, rules: list[Rule]) -> GateResult:
+    """The result with the history's regressions against the candidate run added as checks."""
+    from workbench.gate.history import history_checks  # pandas and ruptures: only when asked
+
+    if request.candidate is None or request.interleave or request.pytest_benchmark is not None:
+        raise UsageError("--history places a candidate run on its timeline: use it with --baseline and --candidate")
+    if request.history is None or not request.history.is_dir():
+        raise UsageError(f"--history {request.history}: not a folder of runs (e.g. reports)")
+    candidate = find_run(request.candidate, reports=request.reports)
+    found = history_checks(candidate, request.history, rules, cases=request.options.cases)
+    return replace(result, checks=[*result.checks, *found.checks], history=found.summary)
 
 
 def _sides(request: GateRequest) -> tuple[Source, Source, list[str]]:

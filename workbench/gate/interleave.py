@@ -35,9 +35,9 @@ from workbench.errors import NotFoundError, UsageError
 from workbench.gate.sources import Figure, Source
 from workbench.measure.load.engine import ServedStep, Target, run_profile
 from workbench.measure.load.payloads import PayloadFiles, fetch_input_specs, npz_batches, random_batches, write_payloads
-from workbench.measure.load.profiles import LoadProfile, load_profile
 from workbench.measure.server import HOST, HarnessServer
 from workbench.metrics import CAUTION_FLAGS, UNTRUSTED_FLAGS, flag_set
+from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.report.schema import Measurement
 from workbench.stats import round_order
 

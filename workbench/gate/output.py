@@ -1,6 +1,8 @@
 """The CI gate's result for people and for CI systems: a plain-text table for the log, Markdown for a
 pull-request comment, JUnit XML for test-report views. Every check shows its change with its
-interval, the test's p-value, the trials on each side and the method, so a reader can judge it.
+interval, the test's p-value (and the one adjusted across the checks, which the verdict used), the
+trials on each side and the method, so a reader can judge it. Each output says how the error across
+checks was controlled: ``error control: Holm over 32 checks, family-wise α = 0.05``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,22 @@ def _cells(check: Check) -> dict[str, str]:
         "case": check.case,
         "rule": check.rule.text,
         "change, + is worse [95% CI]": c.describe_change() if c else "–",
-        "p": "–" if c is None or c.p_value is None or math.isnan(c.p_value) else f"{c.p_value:.3g}",
+        "p": _p_cell(check),
         "trials": f"{c.n_baseline} vs {c.n_candidate}" if c else "–",
         "method": _short_method(check),
         "why": check.reason,
     }
+
+
+def _p_cell(check: Check) -> str:
+    """``0.004``, or ``0.004 (adj. 0.128)`` when the verdict used an adjusted p-value."""
+    c = check.comparison
+    if c is None or c.p_value is None or math.isnan(c.p_value):
+        return "–"
+    adjusted = check.p_adjusted
+    if adjusted is None or math.isclose(adjusted, c.p_value):
+        return f"{c.p_value:.3g}"
+    return f"{c.p_value:.3g} (adj. {adjusted:.3g})"
 
 
 def _short_method(check: Check) -> str:
@@ -72,6 +85,8 @@ def text_lines(result: GateResult) -> list[str]:
     lines += ["  ".join(row[col].ljust(widths[col]) for col in _COLUMNS[:-1]) + "  " + row["why"] for row in rows]
     lines.append("")
     lines += [f"method: {m}" for m in _methods(result)]
+    lines.append(f"error control: {result.error_control()}")
+    lines += [result.history] if result.history else []
     lines.append(result.headline())
     return lines
 
@@ -79,7 +94,7 @@ def text_lines(result: GateResult) -> list[str]:
 def markdown(result: GateResult) -> str:
     """A pull-request comment: the headline first, then the table, warnings and methods."""
     icon = "❌" if result.failed else ("⚠️" if result.count("inconclusive") else "✅")
-    lines = [f"### {icon} workbench gate — {result.headline()}", ""]
+    lines = [f"### {icon} workbench gate — {result.headline()}", "", f"Error control: {result.error_control()}.", ""]
     lines += [f"> ⚠️ {w}" for w in result.warnings]
     if result.warnings:
         lines.append("")
@@ -91,6 +106,7 @@ def markdown(result: GateResult) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"Mode: {result.mode}. Baseline `{result.baseline}`, candidate `{result.candidate}`.", ""]
     lines += [f"- {m}" for m in _methods(result)]
+    lines += [f"- {result.history}"] if result.history else []
     return "\n".join(lines) + "\n"
 
 
@@ -110,6 +126,11 @@ def junit_xml(result: GateResult) -> str:
             ET.SubElement(case, "skipped", message=check.reason).text = detail
         else:
             ET.SubElement(case, "system-out").text = detail
+    properties = ET.Element("properties")
+    ET.SubElement(properties, "property", name="error_control", value=result.error_control())
+    if result.history:
+        ET.SubElement(properties, "property", name="history", value=result.history)
+    suite.insert(0, properties)  # JUnit wants properties before the test cases
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     if result.warnings:

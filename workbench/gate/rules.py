@@ -12,6 +12,14 @@ measured. A check is a regression only when the change is beyond the threshold *
 (``workbench.stats``); too few trials or a spread wider than the threshold is inconclusive, which
 ``inconclusive="fail"`` turns into a failure. Exit code: 0 within budget, 1 regression.
 
+One decision, one error rate: the gate is one verdict over all its checks, so each check's p-value is
+adjusted across the checks that have a test before ``decide`` sees it (``error_control``: Holm by
+default, the chance that any check fires on identical code stays ≤ α; ``bh`` bounds the share of
+false alarms instead; ``none`` tests each check on its own). Exact figures (accuracy) have no test and
+are not in the family. The result says how (``GateResult.error_control``), warns when a rank test on
+so few trials cannot reach the adjusted level, and warns when the two sides drifted apart
+(``drift_warnings``).
+
 Example::
 
     result = gate(load_source("reports/digits-cpu/baseline", reports=Path("reports")),
@@ -23,9 +31,10 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 
 import numpy as np
@@ -35,20 +44,34 @@ from workbench.gate.sources import PYTEST_BENCHMARK_FIELDS, Figure, Source
 from workbench.host import environment_differences
 from workbench.metrics import HIGHER_IS_BETTER, column_name
 from workbench.stats import (
+    ALPHA,
     Comparison,
+    ErrorControl,
     Method,
     Statistic,
     Summary,
     Threshold,
     Verdict,
+    adjust_p_values,
     compare_exact,
     compare_paired,
     compare_summaries,
     compare_unpaired,
     decide,
+    smallest_p_value,
 )
 
-__all__ = ["Check", "GateOptions", "GateResult", "Rule", "compare_figures", "gate", "gate_options", "parse_rule"]
+__all__ = [
+    "Check",
+    "GateOptions",
+    "GateResult",
+    "Rule",
+    "compare_figures",
+    "drift_warnings",
+    "gate",
+    "gate_options",
+    "parse_rule",
+]
 
 InconclusivePolicy = Literal["pass", "fail"]
 _RULE = re.compile(r"^(?P<metric>[A-Za-z][\w.]*):(?P<sign>[+-])?(?P<amount>\d+(?:\.\d*)?|\.\d+)(?P<percent>%)?$")
@@ -58,7 +81,9 @@ _CHOICES = {
     "--inconclusive": ("pass", "fail"),
     "--method": ("both", "bootstrap", "mann-whitney"),
     "--statistic": ("median", "mean"),
+    "--error-control": ("holm", "bh", "none"),
 }
+_CONTROL_NAME = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "unadjusted"}
 _EMPTY_HINT = {
     True: " (a round had too few requests for it)",
     False: " (a run from before they were stored, or pytest-benchmark without --benchmark-save-data)",
@@ -107,13 +132,25 @@ class GateOptions:
     min_trials: int = 5
     inconclusive: InconclusivePolicy = "pass"
     cases: tuple[str, ...] = ()
+    error_control: ErrorControl = "holm"  # across the decision's checks: holm, bh or none
 
 
 def gate_options(
-    inconclusive: str, method: str, statistic: str, min_trials: int, cases: Sequence[str] = ()
+    inconclusive: str,
+    method: str,
+    statistic: str,
+    min_trials: int,
+    cases: Sequence[str] = (),
+    error_control: str = "holm",
 ) -> GateOptions:
     """GateOptions from command-line words, each checked against what it may be."""
-    for flag, value in (("--inconclusive", inconclusive), ("--method", method), ("--statistic", statistic)):
+    words = (
+        ("--inconclusive", inconclusive),
+        ("--method", method),
+        ("--statistic", statistic),
+        ("--error-control", error_control),
+    )
+    for flag, value in words:
         if value not in _CHOICES[flag]:
             raise UsageError(f"{flag} {value!r}: use one of {', '.join(_CHOICES[flag])}")
     return GateOptions(
@@ -122,6 +159,7 @@ def gate_options(
         min_trials=min_trials,
         inconclusive=cast(InconclusivePolicy, inconclusive),
         cases=tuple(cases),
+        error_control=cast(ErrorControl, error_control),
     )
 
 
@@ -134,6 +172,7 @@ class Check:
     verdict: Verdict
     reason: str
     comparison: Comparison | None = None
+    p_adjusted: float | None = None  # the p-value the verdict used, adjusted across the checks; None: no test
 
 
 @dataclass(frozen=True)
@@ -146,6 +185,7 @@ class GateResult:
     checks: list[Check]
     warnings: list[str]
     options: GateOptions
+    history: str | None = None  # what ``--history`` looked at, when asked (workbench.gate.history)
 
     def count(self, verdict: Verdict) -> int:
         return sum(check.verdict == verdict for check in self.checks)
@@ -158,6 +198,26 @@ class GateResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+    @property
+    def tested(self) -> int:
+        """How many checks had a test, and so a p-value in the adjusted family."""
+        return sum(check.p_adjusted is not None for check in self.checks)
+
+    def error_control(self) -> str:
+        """How the checks' error was controlled: ``Holm over 32 checks, family-wise α = 0.05``."""
+        count, control = self.tested, self.options.error_control
+        checks = f"{count} check{'s' if count != 1 else ''}"
+        if count == 0:
+            return "no check had a test (exact figures only): no error rate to control"
+        if self.options.method == "bootstrap":
+            return f"none: --method bootstrap has no test to adjust; each of {checks} on its own 95% interval"
+        if control == "holm":
+            return f"Holm over {checks}, family-wise α = {ALPHA:g}"
+        if control == "bh":
+            return f"Benjamini–Hochberg over {checks}, false discovery rate {ALPHA:g}"
+        chance = 1 - (1 - ALPHA) ** count
+        return f"none: each of {checks} at α = {ALPHA:g} on its own (any of them fires on identical code: up to {chance:.0%})"
 
     def headline(self) -> str:
         """``FAIL: 1 regression, 3 within budget, 1 inconclusive (counted as pass)``."""
@@ -176,17 +236,25 @@ def gate(baseline: Source, candidate: Source, rules: Sequence[Rule], options: Ga
     failures = _failed_variants(baseline, candidate, rules[0])
     keys = _common_cases(baseline, candidate, options.cases, allow_none=bool(failures))
     paired = baseline.kind == candidate.kind == "interleaved"
-    checks = [
-        _check(key, rule, baseline.cases[key], candidate.cases[key], paired, options)
+    measured = [
+        (key, rule, _measure(rule, baseline.cases[key], candidate.cases[key], paired, options.statistic))
         for key in keys
         for rule in rules
         if rule.metric in baseline.cases[key] or rule.metric in candidate.cases[key]
     ]
+    adjusted = _adjusted_p_values([found for _, _, found in measured], options.error_control)
+    checks = [_check(*item, p, options) for item, p in zip(measured, adjusted, strict=True)]
     if keys:
         _require_every_rule_used(rules, checks, baseline, keys)
     checks += failures
     mode = "interleaved A/B (paired rounds)" if paired else f"{baseline.kind} vs {candidate.kind}"
-    warnings = _environment_warnings(baseline, candidate) + _missing_warnings(baseline, candidate, options.cases)
+    environment = _environment_warnings(baseline, candidate)
+    warnings = [
+        *drift_warnings(checks, environment_differs=bool(environment), paired=paired),
+        *environment,
+        *_missing_warnings(baseline, candidate, options.cases),
+        *_reach_warnings(checks, options),
+    ]
     return GateResult(baseline.label, candidate.label, mode, checks, warnings, options)
 
 
@@ -220,17 +288,36 @@ def _require_every_rule_used(rules: Sequence[Rule], checks: list[Check], baselin
             )
 
 
-def _check(
-    key: str, rule: Rule, base: dict[str, Figure], cand: dict[str, Figure], paired: bool, options: GateOptions
-) -> Check:
+def _measure(
+    rule: Rule, base: dict[str, Figure], cand: dict[str, Figure], paired: bool, statistic: Statistic
+) -> Comparison | str:
+    """The rule's comparison on one case, or why there is none."""
     b, c = base.get(rule.metric, Figure()), cand.get(rule.metric, Figure())
     if b.empty or c.empty:
         side = "baseline" if b.empty else "candidate"
-        why = f"no per-trial figures of {rule.metric} in the {side}{_EMPTY_HINT.get(paired, '')}"
-        return Check(key, rule, "inconclusive", why)
-    comparison = _compare(b, c, rule, paired, options.statistic)
-    decision = decide(comparison, rule.threshold, method=options.method, min_trials=options.min_trials)
-    return Check(key, rule, decision.verdict, decision.reason, comparison)
+        return f"no per-trial figures of {rule.metric} in the {side}{_EMPTY_HINT.get(paired, '')}"
+    return _compare(b, c, rule, paired, statistic)
+
+
+def _adjusted_p_values(measured: Sequence[Comparison | str], control: ErrorControl) -> list[float | None]:
+    """Each comparison's p-value adjusted across those with one (the family); None where there is no test."""
+    family = [(i, c.p_value) for i, c in enumerate(measured) if isinstance(c, Comparison) and c.p_value is not None]
+    adjusted: list[float | None] = [None] * len(measured)
+    for (index, _), value in zip(family, adjust_p_values([p for _, p in family], control), strict=True):
+        adjusted[index] = value
+    return adjusted
+
+
+def _check(key: str, rule: Rule, measured: Comparison | str, p_adjusted: float | None, options: GateOptions) -> Check:
+    """Decide one check on its adjusted p-value; the check keeps the raw comparison for the reader."""
+    if isinstance(measured, str):
+        return Check(key, rule, "inconclusive", measured)
+    judged = measured if p_adjusted is None else replace(measured, p_value=p_adjusted)
+    decision = decide(judged, rule.threshold, method=options.method, min_trials=options.min_trials)
+    reason = decision.reason
+    if p_adjusted is not None and options.error_control != "none":
+        reason = reason.replace(", p=", f", {_CONTROL_NAME[options.error_control]}-adjusted p=")
+    return Check(key, rule, decision.verdict, reason, measured, p_adjusted)
 
 
 def _compare(b: Figure, c: Figure, rule: Rule, paired: bool, statistic: Statistic) -> Comparison:
@@ -275,6 +362,70 @@ def _failed_variants(baseline: Source, candidate: Source, rule: Rule) -> list[Ch
         Check(f"{variant} · status", rule, "regression", f"the variant failed in the candidate: {why}")
         for variant, why in candidate.failed.items()
         if variant in measured
+    ]
+
+
+def drift_warnings(checks: Sequence[Check], *, environment_differs: bool, paired: bool) -> list[str]:
+    """Warn when the two sides look measured under different conditions, not just with different code.
+
+    A heuristic: a code change tends to move every case the same way, while a shared machine that got
+    busier or quieter between two sequential runs moves some cases beyond their threshold for the worse
+    and others beyond it for the better. So: some check's whole interval (relative, timed, + is worse)
+    is above its threshold while another's is below minus its threshold, or the two environments'
+    fingerprints differ. Interleaved rounds are exempt: the pairing divides drift out. It can fire on a change that
+    truly helps one case and hurts another, and miss drift that moved everything one way.
+    """
+    moved = [
+        (check.comparison, check.rule.threshold.amount)
+        for check in checks
+        if check.comparison is not None
+        and check.comparison.test != "none"
+        and check.comparison.relative
+        and math.isfinite(check.comparison.change)
+    ]
+    reasons = []
+    # Whole intervals beyond the thresholds: noise alone rarely moves a case that clearly, either way.
+    worse = any(c.ci_low > limit for c, limit in moved)
+    better = any(c.ci_high < -limit for c, limit in moved)
+    if worse and better and not paired:
+        low, high = min(c.change for c, _ in moved), max(c.change for c, _ in moved)
+        reasons.append(f"cases moved between {_percent(low)} and {_percent(high)} (+ is worse)")
+    if environment_differs:
+        reasons.append("their environments differ")
+    if not reasons:
+        return []
+    return [f"the two runs drifted apart: {'; '.join(reasons)}; prefer --interleave"]
+
+
+def _percent(value: float) -> str:
+    return f"{value:+.0%}".replace("-", "−")
+
+
+def _reach_warnings(checks: Sequence[Check], options: GateOptions) -> list[str]:
+    """Warn when a rank test on this few trials cannot reach the level a lone regression needs."""
+    tested = [c for c in checks if c.p_adjusted is not None and c.comparison is not None]
+    if not tested or options.method == "bootstrap":
+        return []
+    needed = ALPHA if options.error_control == "none" else ALPHA / len(tested)
+    floors = [
+        (floor, c.comparison.test, c.comparison.n_baseline, c.comparison.n_candidate)
+        for c in tested
+        if c.comparison is not None
+        and (floor := smallest_p_value(c.comparison.test, c.comparison.n_baseline, c.comparison.n_candidate))
+        is not None
+    ]
+    if not floors or max(floors)[0] <= needed:
+        return []
+    floor, test, n_b, n_c = max(floors)
+    how = (
+        "on its own"
+        if options.error_control == "none"
+        else f"{_CONTROL_NAME[options.error_control]} over {len(tested)} checks"
+    )
+    return [
+        f"{test} on {n_b} vs {n_c} trials cannot give p below {floor:.3g}, and a lone regression needs "
+        f"p ≤ {needed:.3g} ({how}): such a check cannot fail alone; measure more trials or rounds, gate fewer "
+        "cases (--case), or use --error-control bh (a regression across many checks then still fails)"
     ]
 
 

@@ -115,7 +115,10 @@ class HarnessServer:
         return self
 
     def _env(self) -> dict[str, str]:
-        env = dict(self.env if self.env is not None else os.environ)
+        """The child's environment without the shell's ``SH_*`` variables: a measured server's configuration is
+        the ``ServingConfig`` it was given, never whatever this shell exported (``SH_AUTH_TOKEN`` in CI)."""
+        base = self.env if self.env is not None else os.environ
+        env = {key: value for key, value in base.items() if not key.startswith("SH_")}
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from workbench.errors import RecipeError, UsageError
+from workbench.recipe.files import read_yaml_mapping
 from workbench.recipe.spec import Recipe
 
 MAX_EXTENDS_DEPTH = 8
@@ -37,7 +38,7 @@ def _inline_profile(raw: dict[str, Any], path: Path) -> None:
     """Replace ``load.profile: NAME`` by the profile's content, so the run records (and hashes) the
     exact profile it ran. Names are looked up beside the recipe, in its ``profiles/`` folder, then
     in the working folder and ``recipes/profiles/``."""
-    from workbench.measure.load.profiles import load_profile
+    from workbench.recipe.profiles import load_profile
 
     load = raw.get("load")
     if not isinstance(load, dict) or not isinstance(load.get("profile"), str | dict):
@@ -71,34 +72,8 @@ def recipe_json_schema() -> dict[str, Any]:
     return Recipe.model_json_schema()
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text (a byte-order mark is dropped); every way of not being one is a RecipeError."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise RecipeError("no such file", file=str(path)) from None
-    except IsADirectoryError:
-        raise RecipeError("expected a recipe YAML file, got a directory", file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        byte = exc.object[exc.start]
-        message = f"expected UTF-8 text, found byte 0x{byte:02x} at offset {exc.start} (is it a binary file?)"
-        raise RecipeError(message, file=str(path)) from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read the file ({exc.strerror or exc})", file=str(path)) from None
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RecipeError(f"{where}not valid YAML ({getattr(exc, 'problem', exc)})", file=str(path)) from None
-    if data is None:
-        raise RecipeError("the file is empty; expected a mapping of recipe keys (name, model, search…)", file=str(path))
-    if not isinstance(data, dict):
-        raise RecipeError(f"expected a mapping at the top level, got {type(data).__name__}", file=str(path))
-    return data
+    return read_yaml_mapping(path, "a mapping of recipe keys (name, model, search…)")
 
 
 def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:

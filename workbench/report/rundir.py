@@ -46,6 +46,7 @@ from workbench.report.schema import RunEnvelope, RunStatus, VariantRecord, migra
 from workbench.report.table import records_to_frame
 
 __all__ = [
+    "BASELINE_DIR",
     "HTML_FILE",
     "LOAD_DIR",
     "MARKDOWN_FILE",
@@ -66,6 +67,7 @@ LOCK_FILE = ".lock"  # flock-ed by the one process writing the run; holds that p
 LOAD_DIR = "load"
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
+BASELINE_DIR = "baseline"  # reports/<recipe>/baseline: the run a CI gate compares against (gate.baseline promotes)
 FINISHED: frozenset[RunStatus] = frozenset({"complete"})  # interrupted and failed runs may still be resumed
 _RUN_ID = re.compile(r"^(\d{4,})-(\d{8}T\d{6}Z)$")
 

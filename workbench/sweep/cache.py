@@ -23,12 +23,12 @@ from pydantic import ValidationError
 
 from workbench.artifact import Artifact, LineageEntry, hash_path
 from workbench.errors import (
-    PROGRAMMING_ERRORS,
     BuildError,
     MissingDependencyError,
     RecipeError,
     UsageError,
     WorkbenchError,
+    is_programming_error,
 )
 from workbench.recipe.spec import StepSpec
 from workbench.steps.base import STEPS, StepConfig, StepContext
@@ -104,11 +104,10 @@ def _run_step(parent: Artifact, spec: StepSpec, config: StepConfig, context: Ste
     except (MissingDependencyError, RecipeError):
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    except PROGRAMMING_ERRORS:  # a bug, not a failed build: it stops the run (see workbench.errors)
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
     except Exception as exc:
         shutil.rmtree(workdir, ignore_errors=True)
+        if is_programming_error(exc):  # a bug, not a failed build: it stops the run (see workbench.errors)
+            raise
         if isinstance(exc, WorkbenchError):
             raise BuildError(f"{spec.name}: {exc}") from exc
         raise BuildError(f"{spec.name} failed: {type(exc).__name__}: {exc}") from exc

@@ -21,7 +21,7 @@ import orjson
 from workbench import __version__
 from workbench.host import environment
 from workbench.measure.load.engine import ServedResult, measure_endpoint
-from workbench.measure.load.profiles import LoadProfile, load_profile
+from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.report.render import render_markdown
 from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import RunEnvelope, VariantRecord

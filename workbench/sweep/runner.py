@@ -3,7 +3,7 @@
 Error policy (after Olive's): a variant whose step or measurement fails for real (a WorkbenchError
 such as BuildError or MeasurementError, or a third-party RuntimeError, ValueError, OSError…) is
 recorded as a failed variant and the sweep goes on. Bad input (UsageError) and a programming error
-(``PROGRAMMING_ERRORS``: TypeError, AttributeError…) stop the run and propagate.
+(``is_programming_error``: a TypeError, AttributeError… raised in our code) stop the run and propagate.
 
 Whatever ends a run leaves ``run.json`` true: ``complete``; ``failed`` with the error in its
 summary; ``interrupted`` on SIGINT or SIGTERM (SIGTERM is raised as ``RunTerminated``, a
@@ -40,16 +40,16 @@ from workbench.artifact import DEFAULT_RUNTIME, Artifact, recorded_path
 from workbench.data import Arrays, Dataset, arrays_digest, load_dataset
 from workbench.data.metrics import compare_outputs, resolve_metric
 from workbench.decide.select import select_best
-from workbench.errors import PROGRAMMING_ERRORS, MissingDependencyError, UsageError, WorkbenchError
+from workbench.errors import MissingDependencyError, UsageError, WorkbenchError, is_programming_error
 from workbench.host import environment
 from workbench.measure.inprocess import measure_inprocess
 from workbench.measure.load.engine import measure_served
-from workbench.measure.load.profiles import LoadProfile, load_profile
 from workbench.metrics import column_name
 from workbench.models import load_source_model
 from workbench.models.base import SourceModel
 from workbench.paths import cache_dir
 from workbench.recipe.loader import spec_hash
+from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.recipe.spec import Recipe
 from workbench.report.html import write_report_html
 from workbench.report.render import render_markdown
@@ -109,9 +109,8 @@ def run_recipe(
             done = len(run.read_variants())
             notify("plan", {"total": done, "done": done, "run": run, "complete": True})
             return run
-        with _recording_outcome(run):
-            _sweep(run, recipe, notify)
-            return finalize(run, recipe)
+        _sweep(run, recipe, notify)
+        return finalize(run, recipe)
 
 
 def _ignore(event: str, payload: dict[str, Any]) -> None:
@@ -185,7 +184,8 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 @contextmanager
 def _opened(store: ReportStore, recipe: Recipe, resume: bool | str) -> Iterator[RunDir]:
-    """The run to write (resumed, or new with its envelope written), locked for this process."""
+    """The run to write (resumed, or new with its envelope written), locked for this process; however
+    the block ends, run.json says how (see ``_recording_outcome``). A complete run is only read."""
     digest = spec_hash(recipe)
     found = _resumed(store, recipe, digest, resume)
     if found is not None and found.read_envelope().status == "complete":
@@ -197,7 +197,8 @@ def _opened(store: ReportStore, recipe: Recipe, resume: bool | str) -> Iterator[
             run.write_envelope(_new_envelope(run, recipe, digest))
         elif run.read_envelope().status != "complete":
             _reopen(run)
-        yield run
+        with _recording_outcome(run):
+            yield run
 
 
 def _resumed(store: ReportStore, recipe: Recipe, digest: str, resume: bool | str) -> RunDir | None:
@@ -381,7 +382,7 @@ def _reason(exc: Exception) -> str:
 
 def stops_the_run(exc: Exception) -> bool:
     """Bad input and programming errors stop the run; any other failure is this variant's alone."""
-    return isinstance(exc, (UsageError, *PROGRAMMING_ERRORS))
+    return isinstance(exc, UsageError) or is_programming_error(exc)
 
 
 def _failed(base: dict[str, Any], variant: Variant, exc: Exception, build_s: float) -> VariantRecord:

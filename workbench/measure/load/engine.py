@@ -45,16 +45,6 @@ from workbench.measure.load.payloads import (
     random_batches,
     write_payloads,
 )
-from workbench.measure.load.profiles import (
-    LoadProfile,
-    SlaSearchProfile,
-    StepPlan,
-    closed_step,
-    load_profile,
-    max_step_s,
-    open_step,
-    plan_steps,
-)
 from workbench.measure.load.sla import Probe, SlaOutcome, bracket, search_rate
 from workbench.measure.load.windows import (
     RecordTail,
@@ -65,9 +55,19 @@ from workbench.measure.load.windows import (
     settled,
     summarize,
 )
+from workbench.measure.result import Measurement
 from workbench.measure.server import HarnessServer
 from workbench.measure.usage import ProcessSampler, ProcessUsage
-from workbench.report.schema import Measurement
+from workbench.recipe.profiles import (
+    LoadProfile,
+    SlaSearchProfile,
+    StepPlan,
+    closed_step,
+    load_profile,
+    max_step_s,
+    open_step,
+    plan_steps,
+)
 
 __all__ = ["ServedResult", "ServedStep", "Target", "measure_endpoint", "measure_served", "run_profile"]
 

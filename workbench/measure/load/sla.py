@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from workbench.measure.load.profiles import SlaSearchProfile
+from workbench.recipe.profiles import SlaSearchProfile
 
 __all__ = ["Probe", "SlaOutcome", "search_rate"]
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from workbench.errors import NotFoundError, RecipeError
+from workbench.recipe.files import read_yaml_mapping
 
 __all__ = [
     "PROFILES_DIR",
@@ -235,10 +235,7 @@ def load_profile(
     if isinstance(source, Mapping):
         return _validate(dict(source), where=None)
     path = _find(str(source), base_dir)
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise RecipeError("a load profile must be a mapping with a 'kind'", file=str(path))
-    return _validate(data, where=str(path))
+    return _validate(read_yaml_mapping(path, "a load profile: a mapping with a 'kind'"), where=str(path))
 
 
 def _find(reference: str, base_dir: Path | None) -> Path:

@@ -1,0 +1,148 @@
+"""HTTP/1.1 connections that a hostile client cannot hold hostage (uvicorn's httptools protocol, guarded).
+
+uvicorn times out only idle keep-alive connections after a response: a socket that never sends a byte,
+sends half its headers, or stops half-way through its body is held for ever, and enough of them use up
+the process's file descriptors so that nobody else gets in. ``GuardedHttpProtocol`` adds three rules:
+
+- **Header deadline.** A connection has ``header_timeout_s`` from being opened (or from its last
+  response) to deliver complete request headers; otherwise it is closed. Trickling bytes does not reset
+  the clock, and the rest of a body the app did not read counts as "before the next headers".
+- **Body deadline (backstop).** Once the headers are in, the body has ``body_timeout_s`` (plus a second
+  of grace) to arrive in full; the infer route answers 408 itself at ``body_timeout_s``
+  (``protocol.rest``), this closes whatever else a route left waiting.
+- **Connection cap.** Above ``max_connections`` open connections, the connection idle the longest
+  (no request in progress: a stalled header, a parked keep-alive) is closed to make room; if every
+  other connection is busy, the new one is closed at once.
+
+Closing is the answer (no 408 is written): the peer sent no request to answer. Each close is counted
+by reason (``header_timeout``, ``body_timeout``, ``limit``) in the dict the app's lifespan state holds
+under ``CLOSED_CONNECTIONS`` (``sh_connections_closed_total`` in ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
+from time import monotonic
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+__all__ = ["BODY_GRACE_S", "CLOSED_CONNECTIONS", "ConnectionLimits", "GuardedHttpProtocol"]
+
+logger = logging.getLogger(__name__)
+BODY_GRACE_S = 1.0  # the infer route's own 408 at body_timeout_s comes first
+CLOSED_CONNECTIONS = "sh_closed_connections"  # lifespan state key: reason -> connections closed
+WARNING_INTERVAL_S = 60.0  # a flood of connections logs one warning a minute, not one per connection
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Per-connection deadlines and the cap on open connections (picklable: workers get it by spawn)."""
+
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, a body deadline and a connection cap.
+
+    uvicorn builds one per connection; pass it as ``http=functools.partial(GuardedHttpProtocol,
+    limits=...)`` (see ``serving_harness.server``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ConnectionLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.idle_since_s = monotonic()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._reading_body = False
+        self._closed: dict[str, int] = app_state.get(CLOSED_CONNECTIONS, {})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._expect_headers()
+        if len(self.connections) > self.limits.max_connections:
+            self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._reading_body = True
+        self._set_deadline(self.limits.body_timeout_s + BODY_GRACE_S)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._reading_body:  # not when it is the tail of a body the app never read
+            self._reading_body = False
+            self._cancel_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or self.pipeline or not self.cycle.response_complete:
+            return  # closing, or a pipelined request runs now
+        self._expect_headers()
+
+    @property
+    def idle(self) -> bool:
+        """No request is being served: waiting for (the rest of) the next request's headers."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    def _expect_headers(self) -> None:
+        self.idle_since_s = monotonic()
+        self._reading_body = False
+        self._set_deadline(self.limits.header_timeout_s)
+
+    def _set_deadline(self, delay_s: float) -> None:
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(delay_s, self._expired)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self._close("body_timeout" if self._reading_body else "header_timeout")
+
+    def _make_room(self) -> None:
+        """Close the connection idle the longest (this one if every other is busy)."""
+        idle = [c for c in self.connections if isinstance(c, GuardedHttpProtocol) and c is not self and c.idle]
+        victim = min(idle, key=lambda c: c.idle_since_s) if idle else self
+        victim._close("limit")
+
+    def _close(self, reason: str) -> None:
+        self._closed[reason] = self._closed.get(reason, 0) + 1
+        _warn_now_and_then(self.limits, reason)
+        self.transport.close()
+
+
+_last_warning_s = -WARNING_INTERVAL_S
+
+
+def _warn_now_and_then(limits: ConnectionLimits, reason: str) -> None:
+    global _last_warning_s  # one process-wide clock: the point is fewer lines, not exact accounting
+    now_s = monotonic()
+    if now_s - _last_warning_s >= WARNING_INTERVAL_S:
+        _last_warning_s = now_s
+        logger.warning(
+            "closing connections that hold the server (counted in sh_connections_closed_total)",
+            extra={"reason": reason, **asdict(limits)},
+        )
