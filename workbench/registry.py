@@ -2,6 +2,9 @@
 
 Plugins register with a decorator, or from other distributions through the entry point group
 ``workbench.<family>``. Unknown names raise an error that lists what is available.
+
+``import_callable`` resolves the ``pkg.module:function`` references a recipe names (a model factory, a data
+loader, a metric, a fine-tune function).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from workbench.errors import UsageError
 
@@ -54,3 +57,14 @@ class Registry(Generic[T]):
             importlib.import_module(self._builtins)
         for ep in entry_points(group=f"workbench.{self.family}"):
             self._items.setdefault(ep.name, ep.load())
+
+
+def import_callable(reference: str) -> Any:
+    """Import ``pkg.module:attr``; a reference that does not resolve is a UsageError naming it and why."""
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"expected 'pkg.module:function', got {reference!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot import {reference!r}: {exc}") from exc

@@ -231,13 +231,17 @@ class _Harness:
 
     async def unmatched(self, request: Request, exc: Exception) -> Response:
         """No route (404) or a method the route does not take (405): an OIP error, counted."""
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        self.metrics.unmatched_request(status)
+        assert isinstance(exc, HTTPException)  # the one exception this handler is registered for
+        if exc.status_code not in (404, 405):  # not the router's: Starlette's message, in OIP form
+            return _json({"error": exc.detail}, exc.status_code)
+        self.metrics.unmatched_request(exc.status_code)
         where = f"{request.method} {request.url.path}"
-        if status == 405 and isinstance(exc, HTTPException):
+        if exc.status_code == 405:
             allow = (exc.headers or {}).get("Allow", "")
-            return _error(MethodNotAllowed(f"{where} is not allowed; this route takes {allow}", allow=allow))
-        return _error(RouteNotFound(f"no route for {where}; the OIP v2 routes are under /v2"))
+            refused: ServingError = MethodNotAllowed(f"{where} is not allowed; this route takes {allow}", allow=allow)
+        else:
+            refused = RouteNotFound(f"no route for {where}; the OIP v2 routes are under /v2")
+        return _error(refused, redact=False)  # the only path in it is the caller's own
 
     # ---------------------------------------------------------------------------------- metadata
 
@@ -459,16 +463,16 @@ def _json(doc: dict[str, Any], status_code: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status_code, media_type=JSON)
 
 
-def _error(exc: ServingError) -> Response:
-    status, _, payload = _error_parts(exc)
+def _error(exc: ServingError, *, redact: bool = True) -> Response:
+    status, _, payload = _error_parts(exc, redact=redact)
     return Response(payload, status_code=status, headers=exc.headers(), media_type=JSON)
 
 
-def _error_parts(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _error_parts(exc: ServingError, *, redact: bool = True) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     if exc.status_code == 500:  # the others are the client's or the load's doing: counted, not logged
         logger.warning("request failed", extra={"status": exc.status_code, "error": exc.message})
     headers = [_JSON_TYPE, *((k.lower().encode(), v.encode()) for k, v in exc.headers().items())]
-    return exc.status_code, headers, orjson.dumps({"error": _public(exc.message)})
+    return exc.status_code, headers, orjson.dumps({"error": _public(exc.message) if redact else exc.message})
 
 
 def _public(message: str) -> str:

@@ -46,11 +46,12 @@ def test_an_added_file_is_refused_by_name(bundle_copy: Path) -> None:
         load_bundle(bundle_copy)
 
 
-def test_bytecode_written_by_the_vendored_source_is_not_tampering(bundle_copy: Path) -> None:
+def test_bytecode_in_the_bundle_is_refused_like_any_unlisted_file(bundle_copy: Path) -> None:
     cache = bundle_copy / "vendor" / "serving_harness" / "__pycache__"
     cache.mkdir()
     (cache / "app.cpython-311.pyc").write_bytes(b"\0")
-    assert load_bundle(bundle_copy).name == "digits"
+    with pytest.raises(BundleError, match=r"__pycache__/app.cpython-311.pyc: not listed in the manifest"):
+        load_bundle(bundle_copy)
 
 
 def test_a_pinned_digest_catches_an_edited_manifest(bundle: ExportedBundle, bundle_copy: Path) -> None:

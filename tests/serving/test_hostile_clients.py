@@ -30,8 +30,7 @@ INFER = b"POST /v2/models/double/infer HTTP/1.1\r\nHost: x\r\nContent-Type: appl
 
 def _connect(url: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10.0)
-    return sock
+    return socket.create_connection((host, int(port)), timeout=10.0)
 
 
 def _closed_by_server(sock: socket.socket, deadline_s: float) -> bytes | None:
@@ -159,7 +158,7 @@ def test_a_made_up_authorization_header_per_request_does_not_escape_the_rate_lim
 
 def test_respelling_the_token_does_not_escape_the_rate_limit(models_dir: Path) -> None:
     settings = ServingConfig(auth_token="s3cret", rate_limit_rps=0.2)
-    spellings = ["Bearer s3cret", "bearer s3cret", "Bearer  s3cret", "Bearer s3cret ", "BEARER \t s3cret"]
+    spellings = ["Bearer s3cret", "bearer s3cret", "Bearer  s3cret", "Bearer \ts3cret", "BEARER \t s3cret"]
     with support.running_server([ModelConfig("double", models_dir / "double.onnx")], settings) as url:
         statuses = [
             httpx.post(
@@ -185,14 +184,14 @@ def guarded_url(models_dir: Path) -> Iterator[str]:
 @pytest.mark.parametrize(
     ("method", "path", "status", "allow"),
     [
-        ("GET", "/nope", 404, None),
-        ("GET", "/v2/models/double/infer/extra", 404, None),
-        ("GET", "/v2/models/double/infer", 405, "POST"),
-        ("DELETE", "/v2/health/live", 405, "GET, HEAD"),
+        ("GET", "/nope", 404, set()),
+        ("GET", "/v2/models/double/infer/extra", 404, set()),
+        ("GET", "/v2/models/double/infer", 405, {"POST"}),
+        ("DELETE", "/v2/health/live", 405, {"GET", "HEAD"}),
     ],
 )
 def test_unknown_routes_and_wrong_methods_answer_oip_json_and_are_counted(
-    guarded_url: str, method: str, path: str, status: int, allow: str | None
+    guarded_url: str, method: str, path: str, status: int, allow: set[str]
 ) -> None:
     before = metric_value(httpx.get(f"{guarded_url}/metrics").text, "sh_unmatched_requests_total", status=str(status))
 
@@ -201,7 +200,7 @@ def test_unknown_routes_and_wrong_methods_answer_oip_json_and_are_counted(
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert path in response.json()["error"]
-    assert response.headers.get("allow") == allow
+    assert {m for m in response.headers.get("allow", "").split(", ") if m} == allow
     after = metric_value(httpx.get(f"{guarded_url}/metrics").text, "sh_unmatched_requests_total", status=str(status))
     assert after == before + 1
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from serving_harness.runtimes.torch import import_callable
 from workbench.data.base import DATASET_SOURCES, Arrays, Dataset
 from workbench.errors import UsageError
 from workbench.recipe.spec import DataSpec
+from workbench.registry import import_callable
 
 LABELS_KEY = "labels"
 
@@ -49,7 +49,7 @@ def custom_dataset(spec: DataSpec, cache: Path) -> Dataset:
     """``loader(**options)`` returning ``(inputs, labels or None)``."""
     try:
         loader = import_callable(spec.loader or "")
-    except ValueError as exc:
+    except UsageError as exc:
         raise UsageError(f"data.loader: {exc}") from None
     result = loader(**spec.options)
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Mapping)):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving_harness.runtimes.torch import import_callable
 from workbench.data.base import METRICS, Arrays, Metric
 from workbench.errors import MeasurementError, UsageError
+from workbench.registry import import_callable
 
 __all__ = ["compare_outputs", "cosine_similarity", "resolve_metric", "top1_accuracy"]
 
@@ -55,7 +55,7 @@ def resolve_metric(name: str) -> Metric:
         return METRICS.get(name)
     try:
         function = import_callable(name)
-    except ValueError as exc:
+    except UsageError as exc:
         raise UsageError(f"data.metric: {exc}") from None
     if not callable(function):
         raise UsageError(f"data.metric {name!r} is not callable")

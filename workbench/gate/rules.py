@@ -216,8 +216,8 @@ class GateResult:
             return f"Holm over {checks}, family-wise α = {ALPHA:g}"
         if control == "bh":
             return f"Benjamini–Hochberg over {checks}, false discovery rate {ALPHA:g}"
-        chance = 1 - (1 - ALPHA) ** count
-        return f"none: each of {checks} at α = {ALPHA:g} on its own (any of them fires on identical code: up to {chance:.0%})"
+        chance = 1 - (1 - ALPHA) ** count  # independent checks; correlated ones fire together, less often
+        return f"none: each of {checks} at α = {ALPHA:g} on its own (one fires on identical code: up to {chance:.0%})"
 
     def headline(self) -> str:
         """``FAIL: 1 regression, 3 within budget, 1 inconclusive (counted as pass)``."""

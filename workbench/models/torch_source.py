@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from serving_harness.runtimes.base import NUMPY_TO_OIP, TensorSpec
-from serving_harness.runtimes.torch import TORCH_MODEL_FILE, TORCH_WEIGHTS_FILE, import_callable
+from serving_harness.runtimes.torch import TORCH_MODEL_FILE, TORCH_WEIGHTS_FILE
 from workbench.artifact import Artifact, hash_path
 from workbench.errors import UsageError
 from workbench.models.base import MODEL_SOURCES, SourceModel
 from workbench.recipe.spec import ModelSpec
+from workbench.registry import import_callable
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _build_module(spec: ModelSpec) -> nn.Module:
     """The factory's module with the spec's weights loaded (seeded, so a weightless model is reproducible)."""
     try:
         factory = import_callable(spec.factory or "")
-    except ValueError as exc:
+    except UsageError as exc:
         raise UsageError(f"model.factory: {exc}") from None
     torch.manual_seed(0)
     module = factory(**spec.kwargs)

@@ -36,10 +36,11 @@ from pydantic import Field, field_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from serving_harness.runtimes.torch import TORCH_MODEL_FILE, import_callable
+from serving_harness.runtimes.torch import TORCH_MODEL_FILE
 from workbench.artifact import Artifact
-from workbench.errors import BuildError, MissingDependencyError
+from workbench.errors import BuildError, MissingDependencyError, UsageError
 from workbench.models.torch_source import TorchModel, load_torch_model, write_torch_artifact
+from workbench.registry import import_callable
 from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def run_fine_tune(module: nn.Module, config: FineTuneConfig, context: StepContex
     """Call the configured fine-tune on ``module`` (left in eval mode); return the seconds it took."""
     try:
         function: FineTune = import_callable(config.function)
-    except ValueError as exc:
+    except UsageError as exc:
         raise BuildError(f"fine_tune: {exc}") from None
     request = FineTuneRequest(
         epochs=config.epochs,

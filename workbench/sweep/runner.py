@@ -30,8 +30,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import orjson
-
 from serving_harness.config import RuntimeSettings, ServingConfig
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
 from serving_harness.runtimes.base import Runtime
@@ -53,7 +51,7 @@ from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.recipe.spec import Recipe
 from workbench.report.html import write_report_html
 from workbench.report.render import render_markdown
-from workbench.report.rundir import LOAD_DIR, RESULTS_FILE, ReportStore, RunDir, atomic_write
+from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, VariantRecord
 from workbench.report.table import records_to_frame
 from workbench.steps.base import StepContext
@@ -414,9 +412,7 @@ def _score_and_measure(
     if workspace.profile is not None and (missed := _latency_bound_missed(measurements, workspace.recipe)):
         return VariantRecord(**base, status="rejected", reason=missed, quality=quality, measurements=measurements)
     if workspace.profile is not None and workspace.run_path is not None:
-        served = _served(
-            base["variant"], artifact, settings, workspace.profile, workspace.run_path / LOAD_DIR, workspace
-        )
+        served = _served(base["variant"], artifact, settings, workspace.profile, RunDir(workspace.run_path), workspace)
         measurements += served
     return VariantRecord(**base, status="ok", quality=quality, measurements=measurements)
 
@@ -441,7 +437,7 @@ def _served(
     artifact: Artifact,
     settings: ServingConfig,
     profile: LoadProfile,
-    load_dir: Path,
+    run: RunDir,
     workspace: Workspace,
 ) -> list[Measurement]:
     """Serve the variant with the real harness in a subprocess and drive it with Locust.
@@ -450,7 +446,7 @@ def _served(
     the server's log and Locust's records stay in ``load/<variant>/``. A server that dies raises
     MeasurementError with its log tail, which fails this variant only.
     """
-    workdir = load_dir / variant
+    workdir = run.load_workdir(variant)
     result = measure_served(
         artifact.path,
         settings,
@@ -461,8 +457,8 @@ def _served(
         workers=workspace.recipe.load.workers,
     )
     details = {"variant": variant, "profile": profile.model_dump(mode="json"), **result.details()}
-    _paths_relative_to_run(details, load_dir.parent)
-    atomic_write(workdir.with_suffix(".json"), orjson.dumps(details, option=orjson.OPT_INDENT_2), overwrite=True)
+    _paths_relative_to_run(details, run.path)
+    run.write_load_details(variant, details)
     return result.measurements
 
 
@@ -498,7 +494,7 @@ def finalize(run: RunDir, recipe: Recipe) -> RunDir:
     """Write results.parquet and report.md, pick the best variant, mark the run complete."""
     records = run.read_variants()
     frame = records_to_frame(run.run_id, records)
-    atomic_write(run.path / RESULTS_FILE, frame.to_parquet(index=False), overwrite=True)
+    run.write_results(frame)
     best = select_best(frame, recipe.constraints, recipe.objective)
     summary: dict[str, Any] = (
         {"best": best.variant, "reason": best.reason, "objective": best.metric, "value": best.value}
@@ -506,8 +502,7 @@ def finalize(run: RunDir, recipe: Recipe) -> RunDir:
         else {"best": None, "reason": "no variant met every constraint"}
     )
     run.set_status("complete", summary)
-    markdown = render_markdown(run.read_envelope(), frame, records)
-    atomic_write(run.path / "report.md", markdown.encode(), overwrite=True)
+    run.write_markdown(render_markdown(run.read_envelope(), frame, records))
     try:
         write_report_html(run)  # report.html beside report.md: the same tables plus embedded plots
     except Exception:  # the figures are already saved; a plotting bug must not lose the run
