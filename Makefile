@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The whole way on the bundled digits example: sweep (build, accuracy gate, in-process timing, served load)
+# The whole way on the bundled digits example: sweep (build, quality check, in-process timing, served load)
 # → report (report.md + report.html) → the best variant as a bundle → verify → serve it and check it over HTTP.
 DEMO_BUNDLE ?= bundles/digits-demo
 demo: setup

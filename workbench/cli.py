@@ -83,7 +83,7 @@ def run(
 ) -> None:
     """Build, check and measure every variant of RECIPE; write a report and print the table.
 
-    With `load.enabled` (or --load), each variant that passes the accuracy gate is also served by
+    With `load.enabled` (or --load), each variant that passes the quality check is also served by
     serving_harness in a subprocess and driven by Locust with the recipe's load profile.
 
     Interrupt it at any time (Ctrl-C, or SIGTERM): it stops the server and Locust, marks the run
@@ -124,8 +124,6 @@ def _interrupted_message(recipe: Path, run_dir: Any, reports: Path) -> str:
 def _status_line(run_dir: Any) -> str:
     """How a run that is not complete stands, in words: failed (and why), interrupted, or running
     (with the pid writing it, or none: killed, and how to finish it)."""
-    from workbench.sweep.runner import writer_pid
-
     envelope = run_dir.read_envelope()
     label = f"{run_dir.recipe_name}/{run_dir.run_id}"
     finish = f"`workbench run RECIPE --resume --run {label}` finishes it"
@@ -133,7 +131,7 @@ def _status_line(run_dir: Any) -> str:
         return f"[bold red]run failed:[/] {envelope.summary.get('error', 'no error recorded')}"
     if envelope.status == "interrupted":
         return f"[bold yellow]interrupted[/] ({envelope.summary.get('stopped_by', 'stopped')}): {finish}"
-    pid = writer_pid(run_dir)
+    pid = run_dir.writer_pid()
     if pid is None:
         return f"[bold yellow]running, but no process is writing it[/] (killed?): {finish}"
     return f"[bold]running[/]: process {pid} is writing it"
@@ -221,6 +219,8 @@ def _run_cells(run_dir: Any) -> tuple[str, ...]:
     except CorruptRunError as exc:
         return run_dir.label, "?", unreadable(exc), "?", "–"
     status, variants = envelope.status, "?"
+    if status == "running" and run_dir.writer_pid() is None:
+        status = "running? no process is writing it (killed: --resume finishes it)"
     try:
         variants = str(len(run_dir.finished_variants()))
     except CorruptRunError as exc:
@@ -681,8 +681,8 @@ def main() -> None:
     except CLICK_ERRORS as exc:
         exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
-    except INTERRUPTS:
-        err.print("interrupted: `workbench run RECIPE --resume` finishes the run")
+    except INTERRUPTS:  # `run` says how to resume its own run; any other command just stops
+        err.print("interrupted")
         sys.exit(130)
 
 

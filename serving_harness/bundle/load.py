@@ -114,12 +114,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _tree(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under ``root`` (relative POSIX path, lstat), sorted; links are reported, never followed."""
+    """Every entry under ``root`` (relative POSIX path, lstat), sorted by path; links are reported, never followed."""
+    found = []
     for folder, folders, names in os.walk(root, followlinks=False):
-        folders.sort()
-        for name in sorted([*folders, *names]):
+        for name in [*folders, *names]:
             path = Path(folder) / name
-            yield path.relative_to(root).as_posix(), path.lstat()
+            found.append((path.relative_to(root).as_posix(), path.lstat()))
+    yield from sorted(found, key=lambda entry: entry[0])
 
 
 def bundle_files(root: Path) -> Iterator[str]:

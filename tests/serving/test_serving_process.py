@@ -44,12 +44,13 @@ def test_sigterm_drains_the_in_flight_request_then_exits_0(models_dir: Path) -> 
     assert {"listening", "model ready", "models closed"} <= {r["message"] for r in records}
 
 
-def test_serve_a_model_directory_with_serving_json_and_manifest(models_dir: Path, tmp_path: Path) -> None:
+def test_serve_a_model_directory_with_serving_json(models_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes((models_dir / "affine.onnx").read_bytes())
     (tmp_path / "serving.json").write_text(json.dumps({"batching": {"max_batch_size": 4}, "cache_size": 8}))
-    (tmp_path / "manifest.json").write_text(json.dumps({"name": "digits", "version": "3"}))
+    # no manifest.json: a directory with one is a bundle (tests/bundle/test_trust.py)
+    flags = ("--settings-json", '{"instances": 2}', "--name", "digits", "--model-version", "3")
 
-    with support.harness_process(str(tmp_path), "--settings-json", '{"instances": 2}') as (_, url):
+    with support.harness_process(str(tmp_path), *flags) as (_, url):
         metadata = httpx.get(f"{url}/v2/models/digits").json()
         response = httpx.post(f"{url}/v2/models/digits/versions/3/infer", json=infer_json(ONE))
         httpx.post(f"{url}/v2/models/digits/infer", json=infer_json(ONE))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -140,3 +141,35 @@ def test_a_corrupt_run_is_not_resumed_and_does_not_hide_the_others(tmp_path: Pat
     broken.run_file.write_bytes(b"{")
     assert store.runs("r") == [good, broken]
     assert store.find_resumable("r", "abc") == good
+
+
+def test_one_writer_at_a_time_and_a_dead_writer_is_seen(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    run = ReportStore(tmp_path).new_run("r")
+    run.write_envelope(envelope(run.run_id))
+    with run.writer_lock():
+        assert run.writer_pid() == os.getpid()
+        # a second writer (another process: flock is per open file) is refused with the holder's pid
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            message = pool.apply(_try_lock, (str(run.path),))
+        assert message is not None and f"process {os.getpid()}" in message
+    assert run.writer_pid() is None  # the lock went with its holder; nothing else changed
+
+    listing = CliRunner().invoke(app, ["report", "list", "--reports", str(tmp_path)], env={"COLUMNS": "200"})
+    assert "no process is writing it" in listing.output
+
+
+def _try_lock(path: str) -> str | None:
+    from workbench.errors import UsageError
+
+    try:
+        with RunDir(Path(path)).writer_lock():
+            return None
+    except UsageError as exc:
+        return str(exc)

@@ -2,7 +2,7 @@
 
 A Dataset is arrays named like the model's inputs (N samples, batch first) and optional labels.
 A Metric scores a variant's outputs on the whole evaluation set; ``higher_is_better`` tells the
-accuracy gate which way a drop goes.
+quality check which way a drop goes.
 """
 
 from __future__ import annotations

@@ -28,11 +28,13 @@ details file is the one exception: it only adds detail, so a broken one is logge
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +43,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from workbench.errors import CorruptRunError, NotFoundError
+from workbench.errors import CorruptRunError, NotFoundError, UsageError
 from workbench.report.schema import RunEnvelope, RunStatus, VariantRecord, migrate
 from workbench.report.table import records_to_frame
 
@@ -155,6 +157,42 @@ class RunDir:
     def lock_path(self) -> Path:
         """The file the process writing this run holds an exclusive ``flock`` on (its pid inside)."""
         return self.path / LOCK_FILE
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on the run's lock file while this process writes the run.
+
+        The kernel drops the lock when the process ends, however it ends (kill -9 included), so a dead
+        writer never blocks a resume; the file keeps the writer's pid for the message. Children do not
+        inherit it (Python opens files close-on-exec).
+        """
+        with self.lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self.writer_pid()
+                raise UsageError(
+                    f"run {self.recipe_name}/{self.run_id} is being written by process {holder or '(unknown)'}: "
+                    "wait for it to end, or stop it first"
+                ) from None
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+
+    def writer_pid(self) -> int | None:
+        """The pid of the process writing this run now, or None when no process holds its lock (a run
+        whose status says ``running`` while none does was killed: ``--resume`` finishes it)."""
+        if not self.lock_path.exists():
+            return None
+        with self.lock_path.open("r") as handle:  # read-only: a reader never creates or changes a run's files
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
 
     def variant_path(self, variant: str) -> Path:
         return self.path / VARIANTS_DIR / f"{_safe(variant)}.json"

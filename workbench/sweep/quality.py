@@ -52,7 +52,7 @@ def score(outputs: Arrays, reference: Reference, diffs: dict[str, dict[str, floa
     )
 
 
-def quality_gate(quality: Quality, constraints: dict[str, Bound]) -> str | None:
+def quality_check(quality: Quality, constraints: dict[str, Bound]) -> str | None:
     """Why the variant is rejected on quality, or None if it passes."""
     nonfinite = sum(int(d.get("nonfinite", 0)) for d in quality.outputs.values())
     if nonfinite:
@@ -64,6 +64,6 @@ def quality_gate(quality: Quality, constraints: dict[str, Bound]) -> str | None:
         "accuracy_drop_rel": quality.drop_rel,
         "max_abs_diff": max((d["max_abs_diff"] for d in quality.outputs.values()), default=0.0),
     }
-    gated = {k: b for k, b in constraints.items() if k in QUALITY_METRICS or k == quality.metric}
-    broken = violations(figures, gated)
+    checked = {k: b for k, b in constraints.items() if k in QUALITY_METRICS or k == quality.metric}
+    broken = violations(figures, checked)
     return "; ".join(broken) if broken else None

@@ -1,4 +1,4 @@
-"""A run: recipe → variants → build → quality gate → measure → report.
+"""A run: recipe → variants → build → quality check → measure → report.
 
 Error policy (after Olive's): a variant whose step or measurement fails for real (a WorkbenchError
 such as BuildError or MeasurementError, or a third-party RuntimeError, ValueError, OSError…) is
@@ -15,9 +15,7 @@ once, so an interrupted run resumes without redoing it; a complete run is never 
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import signal
 import threading
 import time
@@ -56,7 +54,7 @@ from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, Vari
 from workbench.report.table import records_to_frame
 from workbench.steps.base import StepContext
 from workbench.sweep.cache import build
-from workbench.sweep.quality import Reference, quality_gate, run_dataset, score
+from workbench.sweep.quality import Reference, quality_check, run_dataset, score
 from workbench.sweep.space import Variant, expand
 from workbench.sweep.strategies import make_search
 
@@ -190,7 +188,7 @@ def _opened(store: ReportStore, recipe: Recipe, resume: bool | str) -> Iterator[
         yield found  # only read from here on: no lock taken, not a byte written
         return
     run = found or store.new_run(recipe.name)
-    with _writer_lock(run):
+    with run.writer_lock():
         if found is None:
             run.write_envelope(_new_envelope(run, recipe, digest))
         elif run.read_envelope().status != "complete":
@@ -227,44 +225,6 @@ def _reopen(run: RunDir) -> None:
     """A resumed run is in progress again, and its status says so until it ends."""
     envelope = run.read_envelope()
     run.write_envelope(envelope.model_copy(update={"status": "running", "finished": None, "summary": {}}))
-
-
-@contextmanager
-def _writer_lock(run: RunDir) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the run's lock file while this process writes the run.
-
-    The kernel drops the lock when the process ends, however it ends (kill -9 included), so a dead
-    writer never blocks a resume; the file keeps the writer's pid for the message. Children do not
-    inherit it (Python opens files close-on-exec).
-    """
-    with run.lock_path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = writer_pid(run)
-            raise UsageError(
-                f"run {run.recipe_name}/{run.run_id} is being written by process {holder or '(unknown)'}: "
-                "wait for it to end, or stop it first"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-
-
-def writer_pid(run: RunDir) -> int | None:
-    """The pid of the process writing ``run`` now, or None when no process holds its lock (a run
-    whose status says ``running`` while none does was killed: ``--resume`` finishes it)."""
-    if not run.lock_path.exists():
-        return None
-    with run.lock_path.open("r") as handle:  # read-only: a reader never creates or changes a run's files
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else 0
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
 
 
 def _prepare(recipe: Recipe) -> Workspace:
@@ -404,7 +364,7 @@ def _score_and_measure(
     reference = workspace.reference
     outputs = run_dataset(runtime, reference.dataset, workspace.recipe.measure.eval_batch_size)
     quality = score(outputs, reference, compare_outputs(outputs, reference.outputs))
-    rejected = quality_gate(quality, workspace.recipe.constraints)
+    rejected = quality_check(quality, workspace.recipe.constraints)
     if rejected:
         return VariantRecord(**base, status="rejected", reason=rejected, quality=quality)
     measurements = [_inprocess(runtime, reference, b, workspace.recipe) for b in workspace.recipe.measure.batch_sizes]
