@@ -87,8 +87,15 @@ class ServingConfig(_Frozen):
     batching: BatchingSettings = BatchingSettings()
     limits: LimitsSettings = LimitsSettings()
     auth_token: str | None = Field(default=None, description="Bearer token for inference and metadata routes.")
-    rate_limit_rps: float | None = Field(default=None, gt=0, description="Per-token request rate (429 above).")
+    rate_limit_rps: float | None = Field(
+        default=None, gt=0, description="Request rate per caller (429 above): the token with auth on, else the address."
+    )
     cache_size: int = Field(default=0, ge=0, description="Prediction cache entries (0 = off).")
+    metrics_auth: bool = Field(
+        default=False,
+        description="With auth on, /metrics needs the token too (its labels name the models; Prometheus then "
+        "needs authorization credentials, annotation-based scraping cannot send them).",
+    )
 
     def describe(self) -> str:
         """A short human label such as ``ort t1 b32/500us x2``."""

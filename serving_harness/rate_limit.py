@@ -1,4 +1,10 @@
-"""Per-client token buckets: ``rate_per_s`` requests a second on average, bursts of up to ``burst``."""
+"""Per-client token buckets: ``rate_per_s`` requests a second on average, bursts of up to ``burst``.
+
+The key is who the caller is, as the server verified it (``protocol.rest``: the bearer token once it
+checks out, else the peer address), never a header value taken on trust: a client that may pick its
+own key gets a fresh bucket per request. At most ``max_clients`` keys are kept (least recently seen
+forgotten first), so a flood of addresses costs bounded memory.
+"""
 
 from __future__ import annotations
 

@@ -422,7 +422,7 @@ def select_command(
 
 
 def _print_ranking(ranking: Any, metric: str) -> None:
-    columns = ["rank", "variant", "step", "batch_size", metric, "latency_ms_p99", "cost_per_million", "violations"]
+    columns = ["rank", "variant", "case", "batch_size", metric, "latency_ms_p99", "cost_per_million", "violations"]
     shown = [c for c in dict.fromkeys(columns) if c in ranking]
     table = Table(*shown, header_style="bold")
     for _, row in ranking.iterrows():
@@ -451,12 +451,12 @@ def compare_command(
     from workbench.decide.compare import DEFAULT_METRICS, compare
 
     result = compare(runs, reports=reports, metrics=metric or DEFAULT_METRICS)
-    table = Table("variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "95% interval", "p",
+    table = Table("variant", "mode", "case", "metric", "run", "baseline", "value", "ratio", "95% interval", "p",
                   "verdict", title=f"baseline: {result.runs[0]}", header_style="bold")  # fmt: skip
     for _, r in result.table.iterrows():
         interval = "exact" if r["ci_low"] == r["ci_high"] else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         p_value = "–" if r["p_value"] is None or r["p_value"] != r["p_value"] else f"{r['p_value']:.3g}"
-        cells = (r["variant"], r["mode"], r["step"], r["metric"], r["run"], f"{r['baseline']:.4g}", f"{r['value']:.4g}")
+        cells = (r["variant"], r["mode"], r["case"], r["metric"], r["run"], f"{r['baseline']:.4g}", f"{r['value']:.4g}")
         table.add_row(*cells, f"{r['ratio']:.3f}", interval, p_value, r["verdict"])
     console.print(table)
     for method in dict.fromkeys(result.table["method"]):

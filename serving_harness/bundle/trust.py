@@ -67,8 +67,12 @@ def load_public_key(path: Path) -> tuple[Ed25519PublicKey, str]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"--trust {path}: cannot read the public key ({exc.strerror})") from None
+    try:
+        key = serialization.load_pem_public_key(text)
+    except ValueError as exc:
         raise BadInput(f"--trust {path}: not a PEM public key ({exc})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise BadInput(f"--trust {path}: an Ed25519 public key is needed, got {type(key).__name__}")

@@ -17,6 +17,10 @@ the process's file descriptors so that nobody else gets in. ``GuardedHttpProtoco
 Closing is the answer (no 408 is written): the peer sent no request to answer. Each close is counted
 by reason (``header_timeout``, ``body_timeout``, ``limit``) in the dict the app's lifespan state holds
 under ``CLOSED_CONNECTIONS`` (``sh_connections_closed_total`` in ``/metrics``).
+
+uvicorn (0.54, which bundles pin) has no header or body read timeout, and ``limit_concurrency`` answers
+503 to everyone once idle sockets fill it: hence a subclass of its httptools protocol, which overrides
+only the parser callbacks and connection events that uvicorn's own protocols implement.
 """
 
 from __future__ import annotations

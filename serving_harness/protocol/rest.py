@@ -9,7 +9,7 @@ Routes (``{v}``: the model's version; every ``/v2/models/{m}/...`` route also ex
     GET  /v2/models/{m}               model metadata             bearer token when auth is on
     GET  /v2/models/{m}/ready         {"name", "ready"}, 200/503 bearer token when auth is on
     POST /v2/models/{m}/infer         inference                  bearer token when auth is on
-    GET  /metrics                     Prometheus text            open (for the scraper; see below)
+    GET  /metrics                     Prometheus text            open; the token with metrics_auth
     anything else                     404 or 405 + Allow, OIP    counted in sh_unmatched_requests_total
 
 Every error is an OIP JSON body ``{"error": "..."}``, unknown routes and wrong methods included.
@@ -24,8 +24,9 @@ connections). A model that fails to load leaves the server live but not ready; i
 
 Hostile callers: with auth on, a caller without the token learns no model name: every route that
 names a model answers 401 before it looks the name up (so an unknown name is 401, not a 404 listing
-the served ones), and ``/v2`` lists none. ``/metrics`` carries model names as labels and stays open
-for Prometheus' annotation-based scraping: keep it on the cluster network. No answer carries an
+the served ones), and ``/v2`` lists none. ``/metrics`` carries model names as labels; it stays open
+by default for Prometheus' annotation-based scraping (keep it on the cluster network), and
+``metrics_auth`` puts it behind the token too. No answer carries an
 absolute path (a runtime's load error names the model's file: the client sees the file name only; the
 log has it whole). The rate limit is per verified identity: the token when auth is on (however its
 header is spelt), the peer address when it is off; never a header the client makes up.
@@ -227,6 +228,11 @@ class _Harness:
         return _json({"name": model.config.name, "ready": ready}, 200 if ready else 503)
 
     async def prometheus(self, request: Request) -> Response:
+        if self.settings.metrics_auth:
+            try:
+                self._authorize(request.headers.get("authorization", ""))
+            except ServingError as exc:
+                return _error(exc)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def unmatched(self, request: Request, exc: Exception) -> Response:

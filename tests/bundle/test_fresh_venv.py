@@ -1,8 +1,9 @@
 """The bundle where it lands: a fresh venv with the bundle's requirements.txt and nothing of the workbench.
 
-``python -m venv`` + ``pip install -r requirements.txt`` (from PyPI: about 40 s here), then the
-vendored harness (PYTHONPATH=vendor) verifies the bundle, serves it to a short load, and refuses a
-tampered copy.
+``python -m venv`` + ``pip install -r requirements.txt`` (from PyPI: about 40 s here) + the harness
+installed outside the bundle (as the image's pinned install is; here the lab's own source), which
+verifies the bundle, serves it to a short load, and refuses a tampered copy. The bundle's vendored
+copy never runs: it is data.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from bundle_support import digits_rows, infer_body, sample, wait_ready
 
+import serving_harness
 from workbench.bundle.export import ExportedBundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -35,13 +37,25 @@ def serving_venv(tmp_path_factory: pytest.TempPathFactory, bundle: ExportedBundl
     done = subprocess.run(install, cwd=bundle.path, capture_output=True, text=True, timeout=150)
     if done.returncode != 0:
         pytest.fail(f"pip install -r requirements.txt failed: {done.stderr[-2000:]}")
+    _install_harness(python)
     return python
 
 
+def _install_harness(python: Path) -> Path:
+    """The harness in the venv's site-packages: installed outside the bundle, never its vendored copy."""
+    where = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    target = Path(where.stdout.strip()) / "serving_harness"
+    shutil.copytree(Path(serving_harness.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
 def _bundle_env(bundle: Path) -> dict[str, str]:
-    """Run as the Dockerfile does (from the bundle directory, vendored harness first), nothing inherited."""
+    """Run as the Dockerfile does (from the bundle directory, nothing imported from it), nothing inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "SH_"))}
-    return {**env, "PYTHONPATH": str(bundle / "vendor"), "PYTHONDONTWRITEBYTECODE": "1"}
+    return {**env, "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def test_the_venv_has_the_serving_stack_and_nothing_of_the_lab(serving_venv: Path, bundle: ExportedBundle) -> None:
@@ -58,7 +72,7 @@ def test_the_venv_has_the_serving_stack_and_nothing_of_the_lab(serving_venv: Pat
         [str(serving_venv), "-c", "import serving_harness; print(serving_harness.__file__)"],
         env=_bundle_env(bundle.path), cwd=bundle.path, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
-    assert where.stdout.strip() == str(bundle.path / "vendor" / "serving_harness" / "__init__.py")
+    assert not Path(where.stdout.strip()).is_relative_to(bundle.path)  # the installed harness, not vendor/
 
 
 def test_verify_passes_in_the_fresh_venv(serving_venv: Path, bundle: ExportedBundle) -> None:
@@ -85,6 +99,8 @@ def test_it_serves_a_short_load_from_the_fresh_venv(serving_venv: Path, bundle: 
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if server.stdout is not None:
+            server.stdout.close()
 
     assert statuses == Counter({200: 400})
     assert sample(metrics, "sh_requests_total", model="digits", version="1.2.0", status="200") == 400

@@ -15,7 +15,7 @@ from workbench.report.schema import Measurement, VariantRecord
 def _measurement(mode: str, step: str, rps: float, p50: float, p99: float | None, **extra: Any) -> Measurement:
     return Measurement(
         mode=mode,  # type: ignore[arg-type]
-        step=step,
+        case=step,
         batch_size=extra.pop("batch_size", 1),
         iterations=1000,
         trials=3,

@@ -343,3 +343,20 @@ def test_the_deployment_files_of_an_unsigned_bundle_say_so(bundle: ExportedBundl
     assert "--trust" not in command and "Unsigned" in dockerfile
     deployment = yaml.safe_load((bundle.path / "deploy/k8s/deployment.yaml").read_text())
     assert "--trust" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    private, public = tmp_path / "keys" / "bundle", tmp_path / "keys" / "bundle.pub"
+    made = CliRunner().invoke(app, ["keygen", str(private)])
+    first = private.read_bytes()
+    again = CliRunner().invoke(app, ["keygen", str(private)])
+
+    assert made.exit_code == 0, made.output
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert "BEGIN PUBLIC KEY" in public.read_text() and "key id" in made.output
+    assert again.exit_code != 0 and "exists: keys are never overwritten" in str(again.exception)
+    assert private.read_bytes() == first

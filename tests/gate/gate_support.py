@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from serving_harness.config import ServingConfig
 from workbench.cli import main
 from workbench.host import environment
 from workbench.report.rundir import ReportStore
@@ -72,7 +73,7 @@ def write_run(
     p99 = latency_ms_p99 or [2.0, 2.02, 1.98, 2.01, 1.99]
     run = ReportStore(reports).new_run(RECIPE)
     measurement = Measurement(
-        mode="inprocess", step="b1", batch_size=1, iterations=5000, trials=len(rates),
+        mode="inprocess", case="b1", batch_size=1, iterations=5000, trials=len(rates),
         latency_ms={"p50": 1.0, "p99": float(np.median(p99))}, latency_ms_p50_std=0.01,
         throughput_rps=float(np.mean(rates)), throughput_rps_std=float(np.std(rates, ddof=1)),
         throughput_items_per_s=float(np.mean(rates)),
@@ -80,7 +81,7 @@ def write_run(
     )  # fmt: skip
     quality = Quality(metric="accuracy", value=accuracy, baseline=0.98, drop=0.98 - accuracy, drop_rel=0.0)
     record = VariantRecord(
-        variant=VARIANT, pipeline=VARIANT, is_baseline=True, steps=[], serving={}, serving_label="ort t1",
+        variant=VARIANT, pipeline=VARIANT, is_baseline=True, steps=[], serving=ServingConfig(), serving_label="ort t1",
         runtime="onnxruntime", status=status, reason="export failed" if status == "failed" else None,
         quality=quality if status == "ok" else None, measurements=[measurement] if status == "ok" else [],
     )  # fmt: skip

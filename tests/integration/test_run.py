@@ -69,8 +69,8 @@ def test_run_writes_a_complete_report(finished_run: Path) -> None:
 def test_lineage_and_build_cache(finished_run: Path, tmp_path: Path) -> None:
     records = {r.variant: r for r in ReportStore(finished_run.parents[1]).find(str(finished_run)).read_variants()}
     int8 = records["ort-int8-matmul"]
-    assert [e["step"] for e in int8.lineage] == ["export.onnx", "quantize.ort_dynamic"]
-    assert int8.lineage[1]["parent_hash"] == int8.lineage[0]["content_hash"]
+    assert [e.step for e in int8.lineage] == ["export.onnx", "quantize.ort_dynamic"]
+    assert int8.lineage[1].parent_hash == int8.lineage[0].content_hash
     again = run_recipe(
         digits_recipe(
             "search.baseline=null",

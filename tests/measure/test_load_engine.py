@@ -55,7 +55,7 @@ def test_concurrency_steps_measure_a_closed_loop(
 ) -> None:
     result = _run(sleepy_server, sleepy_dataset, {"kind": "concurrency", "users": [1, 3]}, tmp_path)
     _ok(result)
-    assert [m.step for m in result.measurements] == ["c1", "c3"]
+    assert [m.case for m in result.measurements] == ["c1", "c3"]
     assert [m.concurrency for m in result.measurements] == [1, 3]
     one, three = result.steps
     # One instance serves one request at a time: three users queue behind each other.
@@ -73,7 +73,7 @@ def test_open_loop_rates_are_offered_and_measured(
     result = _run(sleepy_server, sleepy_dataset, {"kind": kind, "rates_rps": [60]}, tmp_path)
     _ok(result)
     (step,) = result.steps
-    assert step.measurement.step == f"{kind} 60rps" and step.extra["offered_rps"] == 60
+    assert step.measurement.case == f"{kind} 60rps" and step.extra["offered_rps"] == 60
     assert 30 < step.measurement.throughput_rps < 90  # goodput follows the offered rate, not the capacity
     assert step.measurement.concurrency is None
 

@@ -37,7 +37,7 @@ def row(variant: str, **figures: Any) -> dict[str, Any]:
         "accuracy": 0.98,
         "accuracy_drop": 0.0,
         "mode": "inprocess",
-        "step": "b1",
+        "case": "b1",
         "batch_size": 1,
         "flags": "",
     }
@@ -48,7 +48,7 @@ def served(variant: str, users: int, rps: float, p99_ms: float, **figures: Any) 
     """A served load step at ``users`` closed-loop users."""
     step = {
         "mode": "served",
-        "step": f"c{users}",
+        "case": f"c{users}",
         "concurrency": users,
         "throughput_rps": rps,
         "throughput_items_per_s": rps,

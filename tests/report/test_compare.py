@@ -72,7 +72,7 @@ def test_served_steps_are_compared_on_their_windows_like_the_gate(golden: RunDir
     twin = copy_run(golden, tmp_path, "0002-20260101T000000Z")
     table = compare([golden, twin], metrics=["latency_ms_p99"]).table
     served = table[table["mode"] == "served"]
-    assert set(served["step"]) == {"c1", "c4"}
+    assert set(served["case"]) == {"c1", "c4"}
     assert (served["n_baseline"] >= 3).all() and served["method"].str.contains("ratio of medians").all()
 
 
@@ -98,8 +98,8 @@ def test_compare_and_gate_agree_on_direction_and_interval(golden: RunDir, tmp_pa
     ).checks  # fmt: skip
     assert {c.verdict for c in checks} >= {"regression"}
     for check in checks:
-        variant, step = check.case.split(" · ")
-        row = table[(table["variant"] == variant) & (table["step"] == step)].iloc[0]
+        variant, case = check.case.split(" · ")
+        row = table[(table["variant"] == variant) & (table["case"] == case)].iloc[0]
         assert check.comparison is not None
         # throughput: the gate's change is 1 - ratio (a drop is worse), over the same interval
         assert row["ratio"] == pytest.approx(1 - check.comparison.change)
@@ -135,12 +135,12 @@ def test_figures_in_one_run_only_are_listed(golden: RunDir, tmp_path: Path) -> N
     fewer = copy_run(golden, tmp_path, "0002-20260101T000000Z")
 
     def drop_b8(record: dict[str, Any]) -> None:
-        record["measurements"] = [m for m in record["measurements"] if m["step"] != "b8"]
+        record["measurements"] = [m for m in record["measurements"] if m["step"] != "b8"]  # a v1 record
 
     edit_json(fewer.variant_path("ort-fp32"), drop_b8)
     result = compare([golden, fewer])
     assert result.unmatched == (f"ort-fp32 inprocess b8: only in digits-cpu/{golden.run_id}",)
-    assert not ((result.table["variant"] == "ort-fp32") & (result.table["step"] == "b8")).any()
+    assert not ((result.table["variant"] == "ort-fp32") & (result.table["case"] == "b8")).any()
 
 
 def test_compare_needs_two_runs_and_known_metrics(golden: RunDir) -> None:

@@ -35,8 +35,8 @@ def test_fastest_and_cheapest_differ_under_the_sla() -> None:
     assert list(table["variant"]) == ["batched", "snappy"]  # cheapest first
     assert by_variant.loc["batched", "cheapest"] and not by_variant.loc["batched", "fastest"]
     assert by_variant.loc["snappy", "fastest"] and not by_variant.loc["snappy", "cheapest"]
-    assert by_variant.loc["batched", "step"] == "c8"  # its throughput within the p99 bound
-    assert by_variant.loc["snappy", "step"] == "c1"  # its c8 step broke the bound
+    assert by_variant.loc["batched", "case"] == "c8"  # its throughput within the p99 bound
+    assert by_variant.loc["snappy", "case"] == "c1"  # its c8 step broke the bound
     assert by_variant.loc["batched", "cost_per_million"] == pytest.approx(1.2 / (2400 * 3600) * 1e6)
 
 
@@ -45,7 +45,7 @@ def test_cost_is_a_metric_selection_can_use() -> None:
     best = select(
         priced, parse_constraints(["latency_ms.p99<=20", "cost_per_million<=0.3"]), Objective.parse(["latency_ms_p50"])
     )
-    assert (best.variant, best.step) == ("batched", "c8")
+    assert (best.variant, best.case) == ("batched", "c8")
 
 
 def test_no_feasible_variant_gives_an_empty_cost_table() -> None:

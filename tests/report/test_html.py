@@ -60,7 +60,7 @@ def test_chromium_loads_the_page_with_its_images_and_no_errors(digits_run: RunDi
 def test_a_served_run_adds_its_curves_and_breakdown(golden: RunDir) -> None:
     page = write_report_html(golden).read_text()
     assert set(re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', page)) == PLOTS | SERVED_PLOTS
-    assert "Served load steps" in page and "step c4" in page
+    assert "Served load steps" in page and "case c4" in page
 
 
 @needs_chromium

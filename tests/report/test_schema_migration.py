@@ -1,9 +1,11 @@
-"""Reports stay readable: a golden v1 run (a real digits run with served steps, committed) is read,
-judged and rendered by every later workbench, through explicit migrations."""
+"""Reports stay readable: a golden v1 run (a real digits run with served load steps, committed) is read,
+judged and rendered by every later workbench, through explicit migrations (v2: a measurement's ``step``
+is its ``case``; records hold typed serving settings, build steps and lineage)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,13 +13,16 @@ import pytest
 from report_support import GOLDEN_RUN, chromium, inspect_page
 
 import workbench as wb
+from serving_harness.config import ServingConfig
+from workbench.artifact import LineageEntry
 from workbench.errors import UsageError
+from workbench.recipe.spec import StepSpec
 from workbench.report import schema
 from workbench.report.findings import find_run
 from workbench.report.html import render_html, write_report_html
 from workbench.report.render import render_markdown
-from workbench.report.rundir import RunDir
-from workbench.report.schema import SCHEMA_VERSION, VariantRecord, migrate
+from workbench.report.rundir import ReportStore, RunDir
+from workbench.report.schema import SCHEMA_VERSION, ExternalServing, VariantRecord, migrate
 from workbench.report.table import records_to_frame
 
 
@@ -85,3 +90,72 @@ def test_migrations_apply_one_step_at_a_time_in_order(monkeypatch: pytest.Monkey
     }
     assert migrate({"schema_version": 2, "summary": {}}) == {"schema_version": 3, "summary": {}, "notes": []}
     assert migrate({"variant": "a"}, kind="variant", version=1) == {"variant": "a", "notes": []}
+
+
+# ------------------------------------------------------------------------------------------------ v1 → v2
+
+
+def test_v1_to_v2_names_each_measurement_a_case() -> None:
+    v1 = {"variant": "a", "measurements": [{"mode": "inprocess", "step": "b1"}, {"mode": "served", "step": "c4"}]}
+    v2 = migrate(v1, kind="variant", version=1)
+    assert [m["case"] for m in v2["measurements"]] == ["b1", "c4"]
+    assert all("step" not in m for m in v2["measurements"]) and v1["measurements"][0]["step"] == "b1"  # a copy
+    assert migrate({"variant": "failed early"}, kind="variant", version=1) == {"variant": "failed early"}
+    assert migrate({"schema_version": 1, "run_id": "x"}) == {"schema_version": 2, "run_id": "x"}
+
+
+def test_golden_v1_results_and_records_read_with_case(golden: RunDir) -> None:
+    on_disk = orjson.loads(golden.variant_path("ort-fp32").read_bytes())
+    assert "step" in on_disk["measurements"][0]  # the golden files stay as v1 wrote them
+    frame = golden.read_results()
+    assert "case" in frame.columns and "step" not in frame.columns
+    assert set(frame.loc[frame["mode"] == "served", "case"]) == {"c1", "c4"}
+    records = {r.variant: r for r in golden.read_variants()}
+    assert [m.case for m in records["ort-fp32"].measurements] == ["b1", "b8", "c1", "c4"]
+
+
+def test_golden_v1_records_are_typed(golden: RunDir) -> None:
+    record = {r.variant: r for r in golden.read_variants()}["ort-fp32"]
+    assert isinstance(record.serving, ServingConfig) and record.serving.runtime.name == "onnxruntime"
+    assert record.serving.runtime.intra_op_threads == 1 and record.serving.batching.max_batch_size == 1
+    assert record.steps == [StepSpec(name="export.onnx")]
+    (entry,) = record.lineage
+    assert isinstance(entry, LineageEntry) and entry.step == "export.onnx" and entry.cached
+    assert entry.config == {"opset": 18, "dynamo": True} and entry.content_hash == record.artifact.content_hash  # type: ignore[union-attr]
+
+
+def test_a_v2_run_round_trips_typed_and_in_the_same_json_shape(golden: RunDir, tmp_path: Path) -> None:
+    v1 = {r.variant: r for r in golden.read_variants()}["ort-fp32"]
+    run = ReportStore(tmp_path).new_run("digits-cpu")
+    run.write_envelope(golden.read_envelope().model_copy(update={"run_id": run.run_id}))
+    run.write_variant(v1)
+    run.write_results(records_to_frame(run.run_id, [v1]))
+    assert orjson.loads(run.run_file.read_bytes())["schema_version"] == SCHEMA_VERSION == 2
+    (again,) = run.read_variants()
+    assert again == v1
+    written = orjson.loads(run.variant_path("ort-fp32").read_bytes())
+    before = orjson.loads(golden.variant_path("ort-fp32").read_bytes())
+    assert [m["case"] for m in written["measurements"]] == [m["step"] for m in before["measurements"]]
+    assert written["steps"] == before["steps"] and written["lineage"] == before["lineage"]
+    assert written["serving"]["runtime"] == before["serving"]["runtime"]  # later fields may be added, none renamed
+    assert list(run.read_results()["case"]) == ["b1", "b8", "c1", "c4"]
+
+
+def test_an_endpoint_measured_elsewhere_keeps_its_address(tmp_path: Path) -> None:
+    record = VariantRecord(
+        variant="digits@127.0.0.1:8000",
+        pipeline="external",
+        is_baseline=True,
+        steps=[],
+        serving=ExternalServing(url="http://127.0.0.1:8000", model="digits"),
+        serving_label="http://127.0.0.1:8000",
+        runtime="external",
+        status="ok",
+    )
+    run = ReportStore(tmp_path).new_run("load-digits")
+    run.write_variant(record)
+    assert orjson.loads(run.variant_path(record.variant).read_bytes())["serving"] == {
+        "url": "http://127.0.0.1:8000",
+        "model": "digits",
+    }
+    assert run.read_variants() == [record]

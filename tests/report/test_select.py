@@ -21,7 +21,7 @@ def served_run() -> pd.DataFrame:
         served("wide", 4, 1400, 9.0),
         served("wide", 8, 2600, 19.0),
         served("lossy", 8, 5000, 8.0, accuracy=0.90, accuracy_drop=0.08),
-        row("fast", batch_size=8, step="b8", throughput_rps=400.0, throughput_items_per_s=3200.0),
+        row("fast", batch_size=8, case="b8", throughput_rps=400.0, throughput_items_per_s=3200.0),
     )
 
 
@@ -45,29 +45,29 @@ def test_served_figure_is_the_best_step_under_the_latency_bound() -> None:
         parse_constraints(["latency_ms.p99<=20", "accuracy_drop<=0.01"]),
         Objective.parse(["throughput_rps"]),
     )
-    assert (best.variant, best.step, best.value, best.mode) == ("wide", "c8", 2600, "served")
+    assert (best.variant, best.case, best.value, best.mode) == ("wide", "c8", 2600, "served")
     figures = best.ranking.set_index("variant")
-    assert figures.loc["fast", "step"] == "c4"  # its c8 step broke the bound; c4 is its best feasible step
+    assert figures.loc["fast", "case"] == "c4"  # its c8 step broke the bound; c4 is its best feasible step
     assert not figures.loc["lossy", "feasible"] and "accuracy_drop" in str(figures.loc["lossy", "violations"])
     assert "over served load steps among 2 feasible of 3" in best.reason
 
 
 def test_untrusted_steps_are_left_out() -> None:
     data = served_run()
-    data.loc[(data["variant"] == "wide") & (data["step"] == "c8"), "flags"] = "generator_saturated"
+    data.loc[(data["variant"] == "wide") & (data["case"] == "c8"), "flags"] = "generator_saturated"
     best = select(
         data, parse_constraints(["latency_ms.p99<=20", "accuracy_drop<=0.01"]), Objective.parse(["throughput_rps"])
     )
-    assert (best.variant, best.step) == ("fast", "c4")
+    assert (best.variant, best.case) == ("fast", "c4")
     assert "1 untrusted step(s) left out" in best.reason
 
 
 def test_inprocess_mode_ranks_at_the_objective_batch_and_falls_back() -> None:
     data = frame(
-        row("a", batch_size=1, step="b1", throughput_items_per_s=100.0),
-        row("a", batch_size=8, step="b8", throughput_items_per_s=300.0),
-        row("b", batch_size=1, step="b1", throughput_items_per_s=150.0),
-        row("b", batch_size=8, step="b8", throughput_items_per_s=250.0),
+        row("a", batch_size=1, case="b1", throughput_items_per_s=100.0),
+        row("a", batch_size=8, case="b8", throughput_items_per_s=300.0),
+        row("b", batch_size=1, case="b1", throughput_items_per_s=150.0),
+        row("b", batch_size=8, case="b8", throughput_items_per_s=250.0),
     )
     at_one = select(data, {}, Objective.parse(["throughput_items_per_s"], batch_size=1))
     assert (at_one.variant, at_one.batch_size) == ("b", 1)
@@ -117,21 +117,21 @@ def test_all_infeasible_names_the_binding_constraint_and_the_nearest_miss() -> N
         select(served_run(), constraints, Objective.parse(["throughput_rps"]))
     message = str(caught.value)
     assert message.startswith("no variant meets every constraint: latency_ms_p99 ≤ 3 rules out 3 of 3")
-    assert "nearest miss: fast at step c1 with latency_ms_p99=4 (33.3% outside ≤ 3)" in message
+    assert "nearest miss: fast at case c1 with latency_ms_p99=4 (33.3% outside ≤ 3)" in message
     assert select_best(served_run(), constraints, Objective.parse(["throughput_rps"])) is None
 
 
 def test_nothing_measured_says_so_and_counts_the_gated() -> None:
     data = frame(
-        row("x", status="rejected", reason="accuracy_drop 0.2 > 0.01", mode=None, step=None, batch_size=None),
-        row("y", status="failed", reason="boom", mode=None, step=None, batch_size=None),
+        row("x", status="rejected", reason="accuracy_drop 0.2 > 0.01", mode=None, case=None, batch_size=None),
+        row("y", status="failed", reason="boom", mode=None, case=None, batch_size=None),
     )
     with pytest.raises(NoFeasibleVariant, match=r"no variant was measured in inprocess mode \(1 rejected and 1 failed"):
         select(data, {}, Objective.parse(["throughput_rps"]))
 
 
 def test_an_objective_the_rows_do_not_carry_is_named() -> None:
-    data = frame(row("a", batch_size=32, step="b32", latency_ms_p99=None, throughput_rps=10.0))
+    data = frame(row("a", batch_size=32, case="b32", latency_ms_p99=None, throughput_rps=10.0))
     with pytest.raises(NoFeasibleVariant, match="no measured variant has latency_ms_p99 in inprocess mode at batch 32"):
         select(data, {}, Objective.parse(["latency_ms.p99"]))
 

@@ -19,6 +19,7 @@ import pytest
 import serving_support as support
 from serving_support import infer_json, metric_value
 
+from serving_harness.__main__ import _parser, resolve
 from serving_harness.config import LimitsSettings, ServingConfig
 from serving_harness.model import ModelConfig
 
@@ -237,3 +238,24 @@ def test_no_answer_carries_an_absolute_path(guarded_url: str, models_dir: Path) 
     for answer in (metadata.text, refused.text):
         assert str(models_dir) not in answer
         assert "broken.onnx" in answer  # the file name stays: it is what the operator must fix
+
+
+def test_metrics_auth_puts_the_model_names_in_metrics_behind_the_token(models_dir: Path) -> None:
+    settings = ServingConfig(auth_token="s3cret", metrics_auth=True)
+    with support.running_server([ModelConfig("double", models_dir / "double.onnx")], settings) as url:
+        refused = httpx.get(f"{url}/metrics")
+        allowed = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer s3cret"})
+
+    assert refused.status_code == 401
+    assert "double" not in refused.text
+    assert 'model="double"' in allowed.text
+
+
+def test_the_hostile_client_settings_have_flags(models_dir: Path) -> None:
+    flags = ["--body-timeout-s", "5", "--header-timeout-s", "2.5", "--max-connections", "7", "--metrics-auth"]
+    args = _parser().parse_args(["serve", "--model", str(models_dir / "double.onnx"), *flags])
+
+    _, settings = resolve(args, {})
+
+    assert (settings.limits.body_timeout_s, settings.limits.header_timeout_s) == (5.0, 2.5)
+    assert (settings.limits.max_connections, settings.metrics_auth) == (7, True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from serving_harness.config import ServingConfig
 from workbench.recipe.loader import load_recipe
 from workbench.recipe.spec import Recipe
 from workbench.report.schema import Measurement, Quality, VariantRecord
@@ -42,7 +43,7 @@ def record(variant: Variant, *, throughput: float, drop: float = 0.0) -> Variant
     status = "ok" if drop <= 0.01 else "rejected"
     measurement = Measurement(
         mode="inprocess",
-        step="b8",
+        case="b8",
         batch_size=8,
         iterations=100,
         trials=3,
@@ -55,7 +56,7 @@ def record(variant: Variant, *, throughput: float, drop: float = 0.0) -> Variant
         pipeline=variant.pipeline,
         is_baseline=variant.is_baseline,
         steps=[],
-        serving={},
+        serving=ServingConfig(),
         serving_label="",
         runtime="onnxruntime",
         status=status,

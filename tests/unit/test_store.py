@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serving_harness.config import ServingConfig
 from workbench.errors import CorruptRunError, NotFoundError
 from workbench.report.rundir import ReportStore, RunDir, atomic_write
 from workbench.report.schema import RunEnvelope, VariantRecord
@@ -71,7 +72,7 @@ def test_variant_records_round_trip(tmp_path: Path) -> None:
         pipeline="ort",
         is_baseline=False,
         steps=[],
-        serving={},
+        serving=ServingConfig(),
         serving_label="ort t1",
         runtime="onnxruntime",
         status="failed",
@@ -110,7 +111,7 @@ def test_load_details_are_replaced_until_the_variant_is_written(tmp_path: Path) 
     run = ReportStore(tmp_path).new_run("r")
     run.write_load_details("ort@t=1", {"steps": [1]})
     run.write_load_details("ort@t=1", {"steps": [2]})  # measured again after an interrupt
-    run.write_variant(VariantRecord(variant="ort@t=1", pipeline="ort", is_baseline=False, steps=[], serving={},
+    run.write_variant(VariantRecord(variant="ort@t=1", pipeline="ort", is_baseline=False, steps=[], serving=ServingConfig(),
                                     serving_label="ort", runtime="onnxruntime", status="ok"))  # fmt: skip
     with pytest.raises(FileExistsError):
         run.write_load_details("ort@t=1", {"steps": [3]})

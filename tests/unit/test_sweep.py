@@ -33,10 +33,11 @@ def test_grid_is_pipelines_times_serving_points_with_baseline_first(tmp_path: Pa
     assert all(v.is_baseline for v in variants[:4]) and not any(v.is_baseline for v in variants[4:])
     assert len({v.id for v in variants}) == 8
     assert variants[0].id == "ort@intra_op_threads=1,max_batch_size=1"
-    assert variants[3].serving == {
+    assert variants[3].serving.model_dump(exclude_unset=True) == {
         "runtime": {"inter_op_threads": 1, "intra_op_threads": 2},
         "batching": {"max_batch_size": 8},
     }
+    assert variants[3].serving.batching.max_batch_size == 8 and variants[3].serving.runtime.intra_op_threads == 2
 
 
 def test_bad_serving_value_is_located(tmp_path: Path) -> None:

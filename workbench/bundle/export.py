@@ -204,7 +204,7 @@ def _pick_fallback(records: list[VariantRecord], primary: VariantRecord, choice:
         _check_shippable(named[0])
         return named[0]
     baseline = next((r for r in others if r.is_baseline), None)
-    plain = [r for r in others if all(str(step.get("name", "")).startswith("export.") for step in r.steps)]
+    plain = [r for r in others if all(step.name.startswith("export.") for step in r.steps)]
     picked = baseline or (plain[0] if plain else None)
     if picked is None:
         logger.info("no ONNX baseline or fp32 export besides %s: the bundle has no fallback", primary.variant)
@@ -268,8 +268,9 @@ def _write_model(root: Path, folder: str, record: VariantRecord) -> ServingConfi
         raise UsageError(f"variant {record.variant!r} has no artifact")
     (root / folder).mkdir(parents=True)
     shutil.copyfile(resolve_recorded_path(record.artifact.path, cache_dir()), root / folder / "model.onnx")
-    serving = {key: value for key, value in record.serving.items() if key != "auth_token"}
-    settings = ServingConfig.model_validate(serving)
+    if not isinstance(record.serving, ServingConfig):  # an endpoint measured elsewhere has no artifact either
+        raise UsageError(f"variant {record.variant!r} was served at {record.serving.url}: nothing to ship")
+    settings = record.serving.model_copy(update={"auth_token": None})
     target = root / ("serving.json" if folder == "model" else f"{folder}/serving.json")
     target.write_text(json.dumps(settings.model_dump(mode="json", exclude={"auth_token"}), indent=2) + "\n")
     return settings
@@ -294,7 +295,7 @@ def _write_fallback(root: Path, record: VariantRecord, inputs: dict[str, Any], s
 
 
 def _quantized(record: VariantRecord) -> bool:
-    return any(str(entry.get("step", "")).startswith("quantize.") for entry in record.lineage)
+    return any(entry.step.startswith("quantize.") for entry in record.lineage)
 
 
 def _sla(run_dir: RunDir, variant: str) -> dict[str, Any] | None:

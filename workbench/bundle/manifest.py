@@ -78,7 +78,7 @@ def manifest_document(
         "inputs": [spec.model_dump() for spec in metadata.inputs],
         "outputs": [spec.model_dump() for spec in metadata.outputs],
         "source": source,
-        "lineage": record.lineage,
+        "lineage": [vars(entry) for entry in record.lineage],
         "slo": slo,
         "accuracy": quality.model_dump(exclude={"outputs"}) if quality else {},
         "golden": golden,

@@ -48,7 +48,7 @@ def derive_slo(
 
 def _step(m: Measurement) -> dict[str, Any]:
     return {
-        "step": m.step,
+        "case": m.case,
         "batch_size": m.batch_size,
         "concurrency": m.concurrency,
         "offered_rps": m.offered_rps,
@@ -62,10 +62,10 @@ def _step(m: Measurement) -> dict[str, Any]:
 
 def _load_label(m: Measurement) -> str:
     if m.offered_rps is not None:
-        return f"served, open loop at {m.offered_rps:g} req/s, batch {m.batch_size} (step {m.step})"
+        return f"served, open loop at {m.offered_rps:g} req/s, batch {m.batch_size} (case {m.case})"
     if m.concurrency is not None:
-        return f"served, closed loop with {m.concurrency} users, batch {m.batch_size} (step {m.step})"
-    return f"served, step {m.step}, batch {m.batch_size}"
+        return f"served, closed loop with {m.concurrency} users, batch {m.batch_size} (case {m.case})"
+    return f"served, case {m.case}, batch {m.batch_size}"
 
 
 def _budget(

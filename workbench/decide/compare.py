@@ -1,7 +1,7 @@
 """Compare two or more runs: the CI gate's comparison, shown without thresholds.
 
 Each run is read by the gate's loader (``workbench.gate.sources.run_source``): a case is a variant at
-a step (an in-process batch size or a served load step) and each of its figures keeps its per-trial
+one measured case (an in-process batch size, ``b32``, or a served load step, ``c4``) and each of its figures keeps its per-trial
 values (in-process trials, served windows), or only mean, std and n, or one exact value. The first
 run is the baseline; for every other run, each metric of each case both runs measured is compared by
 the gate's own ``compare_figures`` (``workbench.stats``), so the two never disagree:
@@ -23,7 +23,7 @@ agrees), so a gate failure is always a ``slower`` here, never the other way roun
 Example::
 
     result = compare(["digits-cpu/0001-20261123T201500Z", "digits-cpu/0002-20261124T090000Z"])
-    print(result.table[["variant", "step", "metric", "ratio", "ci_low", "ci_high", "verdict"]])
+    print(result.table[["variant", "case", "metric", "ratio", "ci_low", "ci_high", "verdict"]])
     for warning in result.warnings:
         print(warning)
 """
@@ -50,7 +50,7 @@ __all__ = ["COLUMNS", "DEFAULT_METRICS", "RunComparison", "compare"]
 
 DEFAULT_METRICS = ("throughput_rps", "latency_ms_p50", "latency_ms_p99")
 COLUMNS = (
-    "variant", "mode", "step", "metric", "run", "baseline", "value", "ratio", "ci_low", "ci_high",
+    "variant", "mode", "case", "metric", "run", "baseline", "value", "ratio", "ci_low", "ci_high",
     "p_value", "n_baseline", "n_candidate", "method", "verdict",
 )  # fmt: skip
 ENVIRONMENT_FIELDS = (
@@ -61,7 +61,7 @@ ENVIRONMENT_FIELDS = (
     ("platform", "machine"),
 )
 SPEED_PREFIXES = ("latency_ms", "throughput")  # figures whose change reads as faster / slower
-CASE_SEPARATOR = " · "  # how workbench.gate.sources.case_key joins variant and step
+CASE_SEPARATOR = " · "  # how workbench.gate.sources.case_key joins variant and case
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class _Run:
 class RunComparison:
     """Runs side by side.
 
-    ``table`` has one row per (variant, mode, step, metric, run) for every run after the first (columns
+    ``table`` has one row per (variant, mode, case, metric, run) for every run after the first (columns
     ``COLUMNS``): ``baseline`` and ``value`` (each side's median, or mean), ``ratio`` (value / baseline),
     ``ci_low``/``ci_high`` (its 95% interval), ``p_value`` (one-sided, "the run is worse"), ``method``
     (interval and test) and ``verdict`` (faster / slower / better / worse / no clear change).
@@ -131,8 +131,8 @@ def _rows(base: _Run, other: _Run, metrics: list[str]) -> Iterator[dict[str, Any
 
 
 def _where(source: Source, key: str) -> dict[str, str]:
-    variant, _, step = key.rpartition(CASE_SEPARATOR)
-    return {"variant": variant, "mode": source.modes.get(key, ""), "step": step}
+    variant, _, case = key.rpartition(CASE_SEPARATOR)
+    return {"variant": variant, "mode": source.modes.get(key, ""), "case": case}
 
 
 def _ratio(c: Comparison, metric: str) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def _one_sided(base: _Run, other: _Run, metrics: list[str]) -> list[str]:
             sides = [run for run in (base, other) if not run.source.cases[key].get(metric, Figure()).empty]
             if len(sides) == 1:
                 where = _where(base.source, key)
-                found.append(f"{where['variant']} {where['mode']} {where['step']} {metric}: only in {sides[0].label}")
+                found.append(f"{where['variant']} {where['mode']} {where['case']} {metric}: only in {sides[0].label}")
     return sorted(found)
 
 
@@ -184,7 +184,7 @@ def _unmatched(runs: list[_Run]) -> list[str]:
         source = next(run.source for run in runs if key in run.source.cases)
         where = _where(source, key)
         having = ", ".join(run.label for run, k in zip(runs, keys, strict=True) if key in k)
-        lines.append(f"{where['variant']} {where['mode']} {where['step']}: only in {having}")
+        lines.append(f"{where['variant']} {where['mode']} {where['case']}: only in {having}")
     return lines
 
 
@@ -220,7 +220,8 @@ def _serving_changes(base: _Run, other: _Run) -> list[str]:
     """Serving settings (runtime threads, batching, instances) of the same variant name in both runs."""
     found = []
     for name in sorted(set(base.records) & set(other.records)):
-        a, b = _flat(base.records[name].serving), _flat(other.records[name].serving)
+        a = _flat(base.records[name].serving.model_dump(mode="json"))
+        b = _flat(other.records[name].serving.model_dump(mode="json"))
         changes = [
             f"{k} {_show(a.get(k))} → {_show(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
         ]

@@ -26,7 +26,7 @@ SECONDS_PER_HOUR = 3600.0
 COST_COLUMNS = (
     "variant",
     "mode",
-    "step",
+    "case",
     "batch_size",
     "throughput_items_per_s",
     "latency_ms_p50",

@@ -208,6 +208,7 @@ def _scaled(values: pd.Series, maximize: bool) -> pd.Series:
 class Selection:
     """The chosen variant, the figure it was chosen on, and why.
 
+    ``case`` is the served case it was chosen at (``c8``); None when chosen in-process at ``batch_size``.
     ``ranking`` has one row per measured variant (its figure; ``feasible``, ``violations``, ``rank``).
     """
 
@@ -217,7 +218,7 @@ class Selection:
     batch_size: int
     reason: str
     mode: Mode = "inprocess"
-    step: str | None = None
+    case: str | None = None
     ranking: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)
 
 
@@ -335,7 +336,7 @@ def select(
         batch_size=int(best["batch_size"]),
         reason=_reason(goal, pool, ranking, constraints),
         mode=pool.mode,
-        step=None if pool.mode == "inprocess" else str(best["step"]),
+        case=None if pool.mode == "inprocess" else str(best["case"]),
         ranking=ranking,
     )
 
@@ -395,7 +396,7 @@ def _infeasible_message(frame: pd.DataFrame, pool: _Pool, constraints: Mapping[s
 
 
 def _miss_text(row: pd.Series, constraints: Mapping[str, Bound]) -> str:
-    at = f"batch {int(row['batch_size'])}" if row.get("mode") != "served" else f"step {row['step']}"
+    at = f"batch {int(row['batch_size'])}" if row.get("mode") != "served" else f"case {row['case']}"
     misses = []
     for metric, bound in constraints.items():
         excess = _excess(row, metric, bound)

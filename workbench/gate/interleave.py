@@ -178,7 +178,7 @@ def measure_interleaved(
                 target, spec, payloads, workdir=workdir / f"round-{index:02d}-{label}", workers=workers
             )
             flagged.extend(_flags(label, index, result.steps))
-            return {step.measurement.step: _round_figures(step.measurement) for step in result.steps}
+            return {step.measurement.case: _round_figures(step.measurement) for step in result.steps}
 
         collected = interleave_rounds(measure, [baseline.label, candidate.label], rounds)
     base, cand = paired_sources(collected, baseline.label, candidate.label)
@@ -212,7 +212,7 @@ def _flags(label: str, index: int, steps: Sequence[ServedStep]) -> list[str]:
     """Flags that make a round's figures untrustworthy (a saturated generator, errors, never settled)."""
     worrying = UNTRUSTED_FLAGS | CAUTION_FLAGS
     return [
-        f"round {index + 1} {label} {step.measurement.step}: {', '.join(sorted(worrying & flag_set(step.measurement.flags)))}"
+        f"round {index + 1} {label} {step.measurement.case}: {', '.join(sorted(worrying & flag_set(step.measurement.flags)))}"
         for step in steps
         if worrying & flag_set(step.measurement.flags)
     ]

@@ -101,7 +101,7 @@ def find_run(ref: str | Path | RunDir, *, reports: str | Path) -> RunDir:
 
 
 def run_source(run: Path | RunDir) -> Source:
-    """Every ok or rejected variant of a run: a case per measurement step, and one for its quality."""
+    """Every ok or rejected variant of a run: a case per measurement, and one for its quality."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     envelope = run.read_envelope()
     records = run.read_variants()
@@ -133,12 +133,13 @@ def _record_cases(record: VariantRecord, details: Mapping[str, Any]) -> Iterator
         )
     windows = _window_samples(details)
     for m in record.measurements:
-        samples = m.samples or (windows.get(m.step, {}) if m.mode == "served" else {})
-        yield case_key(record.variant, m.step), m.mode, _measurement_figures(m, samples)
+        samples = m.samples or (windows.get(m.case, {}) if m.mode == "served" else {})
+        yield case_key(record.variant, m.case), m.mode, _measurement_figures(m, samples)
 
 
 def _window_samples(details: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """Per-window throughput and latency of each served step in ``load/<variant>.json``, by step."""
+    """Per-window throughput and latency of each served load step in ``load/<variant>.json``, by case
+    (the details file names each load step by its label, which is the measurement's case)."""
     found: dict[str, dict[str, list[float]]] = {}
     for step in details.get("steps") or []:
         figures: dict[str, list[float]] = {}
@@ -151,9 +152,9 @@ def _window_samples(details: Mapping[str, Any]) -> dict[str, dict[str, list[floa
     return found
 
 
-def case_key(variant: str, step: str) -> str:
+def case_key(variant: str, case: str) -> str:
     """How a case is named in the gate's output: ``ort-fp32 · b1``."""
-    return f"{variant} · {step}"
+    return f"{variant} · {case}"
 
 
 def _measurement_figures(m: Measurement, samples: Mapping[str, list[float]]) -> dict[str, Figure]:

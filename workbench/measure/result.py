@@ -13,12 +13,13 @@ __all__ = ["Measurement"]
 
 
 class Measurement(BaseModel):
-    """One load step: in-process at a batch size, or served under a load profile step."""
+    """One measured case: in-process at a batch size (``b32``), or served at one load step of a profile
+    (``c4``, ``poisson 100rps``). ``case`` names what was measured; the gate compares runs case by case."""
 
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["inprocess", "served"]
-    step: str
+    case: str
     batch_size: int
     concurrency: int | None = None
     iterations: int

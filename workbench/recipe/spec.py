@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from serving_harness.config import ServingConfig
 from serving_harness.runtimes.base import TensorSpec
+from workbench.recipe.profiles import LoadProfile
 
 
 class _Spec(BaseModel):
@@ -71,15 +72,27 @@ StepEntry = Annotated[
 
 
 class StepSpec(_Spec):
+    """One build step of a pipeline: its registered name (``quantize.ort_dynamic``) and its config."""
+
     name: str
     config: dict[str, Any] = Field(default_factory=dict)
 
 
 class ServingSpace(_Spec):
-    """Serving settings: a base, and a grid of dotted keys → values to sweep."""
+    """Serving settings: a base, and a grid of dotted keys → values to sweep.
 
-    base: dict[str, Any] = Field(default_factory=dict, description="ServingConfig fields.")
+    ``base`` holds only the fields the recipe gives (``model_fields_set`` tells which): what it leaves
+    out takes ServingConfig's default, except ``runtime.name``, which comes from each variant's
+    artifact (torch for a torch model, onnxruntime for an ONNX export). It is written back as given,
+    so a recipe read from a run's ``run.json`` means the same thing again.
+    """
+
+    base: ServingConfig = Field(default_factory=ServingConfig, description="ServingConfig fields.")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="e.g. runtime.intra_op_threads: [1, 2]")
+
+    @field_serializer("base")
+    def _given_fields_only(self, base: ServingConfig) -> dict[str, Any]:
+        return base.model_dump(mode="json", exclude_unset=True)
 
 
 class OptunaSpec(_Spec):
@@ -165,7 +178,11 @@ class LoadSpec(_Spec):
     """Served load (the load engine). ``enabled: false`` measures in-process only."""
 
     enabled: bool = False
-    profile: str | dict[str, Any] | None = None
+    profile: LoadProfile | str | None = Field(
+        default=None,
+        description="The profile (a mapping with a 'kind'), or a name in recipes/profiles/ (the recipe loader "
+        "inlines a named profile, so a run records the profile it ran); none: the default closed loop.",
+    )
     workers: int = Field(default=0, ge=0)
 
 
@@ -226,6 +243,3 @@ class Recipe(_Spec):
     objective: ObjectiveSpec = ObjectiveSpec()
     export: ExportSpec = ExportSpec()
     cost: CostSpec | None = Field(default=None, description="Instance price: the report adds cost per 1M inferences.")
-
-    def serving_base(self) -> ServingConfig:
-        return ServingConfig.model_validate(self.search.serving.base)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 LATENCY_LADDER = ("p50", "p90", "p95", "p99", "p999", "max")
 FRAME_COLUMNS = (
     "variant", "status", "reason", "runtime", "metric", "accuracy", "accuracy_drop", "artifact_mb",
-    "mode", "step", "batch_size", "concurrency", "trials", "flags", "offered_rps", "error_rate",
+    "mode", "case", "batch_size", "concurrency", "trials", "flags", "offered_rps", "error_rate",
     *(f"latency_ms_{k}" for k in LATENCY_KEYS), "latency_ms_p50_std",
     "throughput_rps", "throughput_rps_std", "throughput_rps_ci_low", "throughput_rps_ci_high", "throughput_items_per_s",
     *(f"server_{k}" for k in SERVER_KEYS), *RESOURCE_KEYS,

@@ -361,7 +361,7 @@ def _points(
     for row in frame.to_dict("records"):
         if not _usable(row, variants):
             continue
-        case = f"{row.get('mode')} {row.get('step')}"
+        case = f"{row.get('mode')} {row.get('case')}"
         for metric in columns:
             value = row.get(metric)
             if value is None or not np.isfinite(float(value)):

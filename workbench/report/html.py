@@ -89,7 +89,7 @@ TEXT_COLUMNS = frozenset(
         "meaning",
         "feasible",
         "at",
-        "step",
+        "case",
         "output",
         "",
     }

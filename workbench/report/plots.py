@@ -102,7 +102,7 @@ def served_curves(findings: Findings) -> Plot | None:
         steps = steps.sort_values(["offered_rps", "concurrency", "throughput_rps"], na_position="last")
         axes.plot(steps["throughput_rps"], steps[latency], marker="o", color=colors[str(variant)], label=str(variant))
         for _, step in steps.iterrows():
-            axes.annotate(str(step["step"]), (step["throughput_rps"], step[latency]), fontsize=7, alpha=0.7,
+            axes.annotate(str(step["case"]), (step["throughput_rps"], step[latency]), fontsize=7, alpha=0.7,
                           xytext=(4, 4), textcoords="offset points")  # fmt: skip
         bad = steps[steps["flags"].map(is_untrusted)]
         axes.scatter(bad["throughput_rps"], bad[latency], s=120, facecolors="none", edgecolors="#d62728", zorder=3)
@@ -112,7 +112,7 @@ def served_curves(findings: Findings) -> Plot | None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     caption = (
-        f"Each point is a load step (label: step); circled points were flagged "
+        f"Each point is a load step (labelled with its case); circled points were flagged "
         f"{' or '.join(sorted(UNTRUSTED_FLAGS))} and are not trusted."
     )
     if latency in findings.inputs.constraints:
@@ -127,7 +127,7 @@ def served_breakdown(findings: Findings) -> Plot | None:
         return None
     figure = _figure(9.0, 4.2)
     left, right = figure.subplots(1, 2, width_ratios=(3, 2))
-    labels = [f"{r['variant']}\n{r['step']}" for _, r in rows.iterrows()]
+    labels = [f"{r['variant']}\n{r['case']}" for _, r in rows.iterrows()]
     queue = rows["server_queue_ms_mean"].fillna(0.0).to_numpy()
     compute = rows["server_compute_ms_mean"].fillna(0.0).to_numpy()
     positions = range(len(labels))
@@ -144,7 +144,7 @@ def served_breakdown(findings: Findings) -> Plot | None:
 def _batch_sizes(axes: Axes, rows: pd.DataFrame, findings: Findings) -> None:
     """Share of model calls per batch-size bucket (from load details), else the mean batch size."""
     shares = _batch_shares(rows, findings.details)
-    labels = [f"{r['variant']}\n{r['step']}" for _, r in rows.iterrows()]
+    labels = [f"{r['variant']}\n{r['case']}" for _, r in rows.iterrows()]
     if shares.empty:
         axes.bar(range(len(labels)), rows["server_batch_size_mean"].fillna(0.0), color="#2ca02c")
         axes.set(ylabel="mean batch size", title="batch size")
@@ -161,8 +161,9 @@ def _batch_sizes(axes: Axes, rows: pd.DataFrame, findings: Findings) -> None:
 def _batch_shares(rows: pd.DataFrame, details: dict[str, dict[str, Any]]) -> pd.DataFrame:
     table: list[dict[str, float]] = []
     for _, row in rows.iterrows():
+        # load/<variant>.json lists the profile's load steps, each under its label: the measurement's case
         steps = {s.get("step"): s for s in details.get(str(row["variant"]), {}).get("steps", [])}
-        counts = (steps.get(row["step"], {}).get("server") or {}).get("batch_size_distribution") or {}
+        counts = (steps.get(row["case"], {}).get("server") or {}).get("batch_size_distribution") or {}
         total = sum(counts.values())
         table.append({k: v / total for k, v in counts.items()} if total else {})
     shares = pd.DataFrame(table).fillna(0.0)
@@ -196,7 +197,7 @@ def latency_ladder(findings: Findings) -> Plot | None:
 
 
 def _at(row: pd.Series) -> str:
-    where = f"step {row['step']}" if row.get("mode") == "served" else f"batch {int(row['batch_size'])}"
+    where = f"case {row['case']}" if row.get("mode") == "served" else f"batch {int(row['batch_size'])}"
     return f"{row['variant']} ({where})"
 
 

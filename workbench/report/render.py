@@ -32,7 +32,7 @@ SUMMARY_COLUMNS = (
 )
 SERVED_COLUMNS = (
     "variant",
-    "step",
+    "case",
     "users",
     "offered rps",
     "req/s",
@@ -102,7 +102,7 @@ def _mode(row: pd.Series) -> str:
         return f"served {int(users)} user{'s' if int(users) != 1 else ''}"
     if (rate := _get(row, "offered_rps")) is not None:
         return f"served {float(rate):,.0f} rps"
-    return f"served {_get(row, 'step')}"
+    return f"served {_get(row, 'case')}"
 
 
 def served_rows(findings: Findings) -> Rows:
@@ -110,7 +110,7 @@ def served_rows(findings: Findings) -> Rows:
     return [
         {
             "variant": str(r["variant"]),
-            "step": str(r["step"]),
+            "case": str(r["case"]),
             "users": _num(None if _get(r, "concurrency") is None else int(r["concurrency"])),
             "offered rps": _num(_get(r, "offered_rps"), 1),
             "req/s": _num(_get(r, "throughput_rps"), 1),
@@ -130,7 +130,7 @@ def served_rows(findings: Findings) -> Rows:
 
 
 def _at(row: pd.Series) -> str:
-    return f"step {row['step']}" if row.get("mode") == "served" else f"batch {int(row['batch_size'])}"
+    return f"case {row['case']}" if row.get("mode") == "served" else f"batch {int(row['batch_size'])}"
 
 
 def ranking_table(findings: Findings) -> tuple[tuple[str, ...], Rows]:
@@ -222,7 +222,7 @@ def diff_rows(records: list[VariantRecord]) -> Rows:
 def lineage_text(record: VariantRecord) -> str:
     """``source → export.onnx(1a2b3c4d) → quantize.ort_dynamic(…, cached)``."""
     return "source → " + " → ".join(
-        f"{e['step']}({e['content_hash'][:8]}{', cached' if e.get('cached') else ''})" for e in record.lineage
+        f"{e.step}({e.content_hash[:8]}{', cached' if e.cached else ''})" for e in record.lineage
     )
 
 

@@ -7,7 +7,7 @@
     load/<v>.json       a served variant's details (windows, server breakdown, SLA search);
                         replaced only until the variant's record is written
     load/<v>/           the server's log and Locust's records of that variant
-    results.parquet     a row per variant × step; replaced only until the run is complete
+    results.parquet     a row per variant × measured case; replaced only until the run is complete
     report.md, .html    renderings of the files above; written only when missing
 
 Run ids are numbered and dated (``0003-20261123T201500Z``) and never reused (after
@@ -44,7 +44,7 @@ import orjson
 import pandas as pd
 
 from workbench.errors import CorruptRunError, NotFoundError, UsageError
-from workbench.report.schema import RunEnvelope, RunStatus, VariantRecord, migrate
+from workbench.report.schema import SCHEMA_VERSION, RunEnvelope, RunStatus, VariantRecord, migrate
 from workbench.report.table import records_to_frame
 
 __all__ = [
@@ -235,19 +235,36 @@ class RunDir:
         atomic_write(self.variant_path(record.variant), record.model_dump_json(indent=2).encode())
 
     def read_variants(self) -> list[VariantRecord]:
+        """Every finished variant's record, in the order they were written, migrated to this schema."""
         folder = self.path / VARIANTS_DIR
         files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns) if folder.exists() else []
-        return [self._read_variant(f) for f in files]
+        version = self._stored_version() if files else SCHEMA_VERSION
+        return [self._read_variant(f, version) for f in files]
 
     def finished_variants(self) -> set[str]:
         return {record.variant for record in self.read_variants()}
 
-    def _read_variant(self, path: Path) -> VariantRecord:
+    def _read_variant(self, path: Path, version: int) -> VariantRecord:
         data = _read_bytes(path)
         try:
-            return VariantRecord.model_validate_json(data)
+            document = orjson.loads(data)
+            if not isinstance(document, dict):
+                raise ValueError(f"expected a JSON object, found {type(document).__name__}")
+            return VariantRecord.model_validate(migrate(document, kind="variant", version=version))
         except ValueError as exc:
             raise _corrupt(path, exc) from None
+
+    def _stored_version(self) -> int:
+        """The schema version the run's files were written in (a variant record carries none of its own);
+        a folder without ``run.json`` holds records of this workbench."""
+        if not self.run_file.exists():
+            return SCHEMA_VERSION
+        data = _read_bytes(self.run_file)
+        try:
+            document = orjson.loads(data)
+        except ValueError as exc:
+            raise _corrupt(self.run_file, exc) from None
+        return int(document.get("schema_version", 1)) if isinstance(document, dict) else SCHEMA_VERSION
 
     # ---------------------------------------------------------------------------------------- results
 
@@ -260,9 +277,10 @@ class RunDir:
         if not self.has_results:
             return records_to_frame(self.run_id, self.read_variants())
         try:
-            return pd.read_parquet(self.results_path)
+            frame = pd.read_parquet(self.results_path)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise _corrupt(self.results_path, exc) from None
+        return _migrate_results(frame)
 
     def write_results(self, frame: pd.DataFrame) -> None:
         """Write the results table; replaced while the run is in progress (a resumed run adds variants)."""
@@ -311,6 +329,13 @@ class RunDir:
     def _refuse_if_finished(self, path: Path) -> None:
         if path.exists() and self.is_finished():
             raise FileExistsError(f"{path}: the run is complete and a finished run is never rewritten")
+
+
+def _migrate_results(frame: pd.DataFrame) -> pd.DataFrame:
+    """A v1 ``results.parquet`` named the measured case ``step``; schema 2 calls it ``case``."""
+    if "step" in frame.columns and "case" not in frame.columns:
+        return frame.rename(columns={"step": "case"})
+    return frame
 
 
 def _safe(variant: str) -> str:

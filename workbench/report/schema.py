@@ -1,6 +1,10 @@
-"""Report schema, version 1. Every metric name carries its unit (``latency_ms``, ``throughput_rps``).
+"""Report schema, version 2. Every metric name carries its unit (``latency_ms``, ``throughput_rps``).
 
-Readers accept every older version through explicit migrations in ``migrate``.
+Readers accept every older version through explicit migrations in ``migrate``. What changed:
+
+- 2: a measurement's label is ``case`` (was ``step``, a word that also meant a build step and a load
+  step); ``results.parquet``'s column likewise (``RunDir.read_results`` renames an old file's).
+  A record's ``serving``, ``steps`` and ``lineage`` are typed; their JSON is unchanged.
 """
 
 from __future__ import annotations
@@ -11,19 +15,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving_harness.config import ServingConfig
+from workbench.artifact import LineageEntry
 from workbench.errors import UsageError
 from workbench.measure.result import Measurement
+from workbench.recipe.spec import StepSpec
 
 __all__ = [
     "SCHEMA_VERSION",
     "ArtifactInfo",
+    "ExternalServing",
+    "LineageEntry",
     "Measurement",
     "Quality",
     "RunEnvelope",
+    "StepSpec",
     "VariantRecord",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 RunStatus = Literal["running", "complete", "interrupted", "failed"]
 VariantStatus = Literal["ok", "rejected", "failed"]
@@ -67,21 +77,28 @@ class Quality(_Model):
     outputs: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
+class ExternalServing(_Model):
+    """An endpoint the workbench measured but did not serve (``workbench load URL``): where it was."""
+
+    url: str
+    model: str
+
+
 class VariantRecord(_Model):
-    """One variant: how it was built and served, whether it passed, what it measured."""
+    """One variant: how it was built (``steps``, ``lineage``) and served, whether it passed, what it measured."""
 
     variant: str
     pipeline: str
     is_baseline: bool
-    steps: list[dict[str, Any]]
-    serving: dict[str, Any]
+    steps: list[StepSpec]
+    serving: ServingConfig | ExternalServing
     serving_label: str
     runtime: str
     status: VariantStatus
     reason: str | None = None
     error: str | None = None
     artifact: ArtifactInfo | None = None
-    lineage: list[dict[str, Any]] = Field(default_factory=list)
+    lineage: list[LineageEntry] = Field(default_factory=list)
     build_figures: dict[str, float] = Field(default_factory=dict)
     build_s: float = 0.0
     quality: Quality | None = None
@@ -91,14 +108,32 @@ class VariantRecord(_Model):
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 DocumentKind = Literal["run", "variant"]
 
+
+def _unchanged(document: dict[str, Any]) -> dict[str, Any]:
+    return document
+
+
+def _measurement_case_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """v1 → v2 of a variant record: each measurement's ``step`` is its ``case``."""
+    if "measurements" not in document:
+        return document
+    renamed = [
+        {("case" if key == "step" else key): value for key, value in m.items()} for m in document["measurements"]
+    ]
+    return {**document, "measurements": renamed}
+
+
 # MIGRATIONS[kind][n] turns a version-n document into a version n+1 one. Bumping SCHEMA_VERSION means
-# adding one step per kind here (and a golden report of the old version under tests/report/golden/);
-# a step is never edited once released, so every report ever written stays readable.
-MIGRATIONS: dict[DocumentKind, dict[int, Migration]] = {"run": {}, "variant": {}}
+# adding one migration per kind here (and a golden report of the old version under tests/report/golden/);
+# a migration is never edited once released, so every report ever written stays readable.
+MIGRATIONS: dict[DocumentKind, dict[int, Migration]] = {
+    "run": {1: _unchanged},  # run.json's fields did not change in v2; its version did
+    "variant": {1: _measurement_case_v2},
+}
 
 
 def migrate(document: dict[str, Any], *, kind: DocumentKind = "run", version: int | None = None) -> dict[str, Any]:
-    """Bring an older document up to SCHEMA_VERSION, one step at a time.
+    """Bring an older document up to SCHEMA_VERSION, one version at a time.
 
     ``kind="run"`` is a ``run.json`` (its own ``schema_version``; 1 when absent); ``kind="variant"``
     is a ``variants/*.json`` record, which carries no version: pass its run's ``version``.
@@ -109,8 +144,8 @@ def migrate(document: dict[str, Any], *, kind: DocumentKind = "run", version: in
             f"report schema {found} is newer than this workbench reads ({SCHEMA_VERSION}): upgrade workbench"
         )
     upgraded = dict(document)
-    for step in range(found, SCHEMA_VERSION):
-        upgraded = MIGRATIONS[kind][step](upgraded)
+    for older in range(found, SCHEMA_VERSION):
+        upgraded = MIGRATIONS[kind][older](upgraded)
     if kind == "run":
         upgraded["schema_version"] = SCHEMA_VERSION
     return upgraded

@@ -48,7 +48,7 @@ def _measurement_columns(m: Measurement) -> dict[str, Any]:
     ci = m.throughput_rps_ci or (None, None)
     columns: dict[str, Any] = {
         "mode": m.mode,
-        "step": m.step,
+        "case": m.case,
         "batch_size": m.batch_size,
         "concurrency": m.concurrency,
         "iterations": m.iterations,
@@ -76,6 +76,6 @@ def records_to_frame(run_id: str, records: list[VariantRecord]) -> pd.DataFrame:
     for record in records:
         base = _variant_columns(run_id, record)
         if not record.measurements:
-            rows.append({**base, "mode": None, "step": None, "batch_size": None})
+            rows.append({**base, "mode": None, "case": None, "batch_size": None})
         rows.extend({**base, **_measurement_columns(m)} for m in record.measurements)
     return pd.DataFrame(rows)

@@ -24,7 +24,7 @@ from workbench.measure.load.engine import ServedResult, measure_endpoint
 from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.report.render import render_markdown
 from workbench.report.rundir import ReportStore, RunDir
-from workbench.report.schema import RunEnvelope, VariantRecord
+from workbench.report.schema import ExternalServing, RunEnvelope, VariantRecord
 from workbench.report.table import records_to_frame
 
 __all__ = ["LoadRun", "load_endpoint", "write_load_report"]
@@ -77,7 +77,7 @@ def write_load_report(run: RunDir, result: ServedResult, *, url: str, model: str
         pipeline="external",
         is_baseline=True,
         steps=[],
-        serving={"url": url, "model": model},
+        serving=ExternalServing(url=url, model=model),
         serving_label=url,
         runtime="external",
         status="ok",

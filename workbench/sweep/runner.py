@@ -55,7 +55,7 @@ from workbench.report.table import records_to_frame
 from workbench.steps.base import StepContext
 from workbench.sweep.cache import build
 from workbench.sweep.quality import Reference, quality_check, run_dataset, score
-from workbench.sweep.space import Variant, expand
+from workbench.sweep.space import Variant, expand, with_runtime
 from workbench.sweep.strategies import make_search
 
 logger = logging.getLogger(__name__)
@@ -271,11 +271,7 @@ def _load_profile(recipe: Recipe) -> LoadProfile | None:
 
 
 def _settings_for(variant: Variant, artifact: Artifact) -> ServingConfig:
-    fields = dict(variant.serving)
-    runtime = dict(fields.get("runtime", {}))
-    runtime.setdefault("name", DEFAULT_RUNTIME[artifact.format])
-    fields["runtime"] = runtime
-    return ServingConfig.model_validate(fields)
+    return with_runtime(variant.serving, DEFAULT_RUNTIME[artifact.format])
 
 
 def _load_runtime(artifact: Artifact, settings: ServingConfig) -> Runtime:
@@ -293,7 +289,7 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
         "variant": variant.id,
         "pipeline": variant.pipeline,
         "is_baseline": variant.is_baseline,
-        "steps": [s.model_dump() for s in variant.steps],
+        "steps": list(variant.steps),
     }
     started = time.perf_counter()
     try:
@@ -305,7 +301,7 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
     build_s = time.perf_counter() - started
     settings = _settings_for(variant, artifact)
     base.update(
-        serving=settings.model_dump(mode="json"),
+        serving=settings,
         serving_label=settings.describe(),
         runtime=settings.runtime.name,
         artifact=ArtifactInfo(
@@ -314,7 +310,7 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
             size_bytes=artifact.size_bytes,
             content_hash=artifact.content_hash,
         ),
-        lineage=[vars(entry) for entry in artifact.lineage],
+        lineage=list(artifact.lineage),
         build_figures=artifact.figures,
         build_s=build_s,
     )
@@ -344,10 +340,10 @@ def stops_the_run(exc: Exception) -> bool:
 
 
 def _failed(base: dict[str, Any], variant: Variant, exc: Exception, build_s: float) -> VariantRecord:
-    settings = ServingConfig.model_validate(variant.serving)
+    settings = variant.serving
     return VariantRecord(
         **base,
-        serving=settings.model_dump(mode="json"),
+        serving=settings,
         serving_label=settings.describe(),
         runtime=settings.runtime.name,
         status="failed",
@@ -435,7 +431,7 @@ def _inprocess(runtime: Runtime, reference: Reference, batch_size: int, recipe: 
     result = measure_inprocess(runtime, reference.dataset, batch_size, recipe.measure)
     return Measurement(
         mode="inprocess",
-        step=f"b{batch_size}",
+        case=f"b{batch_size}",
         batch_size=batch_size,
         iterations=result.iterations,
         trials=result.trials,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving_harness.config import ServingConfig
+from serving_harness.config import RuntimeName, ServingConfig
 from workbench.errors import RecipeError
 from workbench.recipe.spec import Recipe, StepSpec
 from workbench.sweep.cache import validate_step
@@ -21,14 +21,30 @@ from workbench.sweep.cache import validate_step
 
 @dataclass(frozen=True)
 class Variant:
-    """One point of the search space."""
+    """One point of the search space.
+
+    ``serving`` is the recipe's base with the grid point set; a ``runtime.name`` neither gave is not set
+    (``runtime_named``) and comes from the artifact (``with_runtime``).
+    """
 
     id: str
     pipeline: str
     steps: tuple[StepSpec, ...]
-    serving: dict[str, Any]  # ServingConfig fields; runtime.name is filled from the artifact if absent
+    serving: ServingConfig
     grid_point: dict[str, Any]
     is_baseline: bool
+
+
+def runtime_named(serving: ServingConfig) -> bool:
+    """Whether the recipe named the runtime (else the artifact's format picks it)."""
+    return "name" in serving.runtime.model_fields_set
+
+
+def with_runtime(serving: ServingConfig, default: RuntimeName) -> ServingConfig:
+    """``serving`` as a variant runs it: the recipe's runtime, or ``default`` when the recipe named none."""
+    if runtime_named(serving):
+        return serving
+    return serving.model_copy(update={"runtime": serving.runtime.model_copy(update={"name": default})})
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -50,23 +66,17 @@ def _variant_id(pipeline: str, point: dict[str, Any], multi: bool) -> str:
     return pipeline + "@" + ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
 
 
-def _serving_fields(recipe: Recipe, point: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = _deep_copy(recipe.search.serving.base)
+def _serving_fields(recipe: Recipe, point: dict[str, Any]) -> ServingConfig:
+    """The base with the grid point's dotted keys set; only what either gave is set (``runtime_named``)."""
+    fields: dict[str, Any] = recipe.search.serving.base.model_dump(mode="json", exclude_unset=True)
     for dotted, value in point.items():
         _set_dotted(fields, dotted, value)
     try:
-        ServingConfig.model_validate(fields)
+        return ServingConfig.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = "search.serving." + ".".join(str(p) for p in first["loc"])
         raise RecipeError(first["msg"], key=key) from None
-    return fields
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    return list(value) if isinstance(value, list) else value
 
 
 def expand(recipe: Recipe) -> list[Variant]:

@@ -118,7 +118,7 @@ class ServedResult:
     def details(self) -> dict[str, Any]:
         """JSON-ready: per step extras (errors, server breakdown, CPU, windows), the SLA outcome, advice."""
         return {
-            "steps": [{"step": s.measurement.step, **s.extra} for s in self.steps],
+            "steps": [{"step": s.measurement.case, **s.extra} for s in self.steps],  # each load step by its label
             "sla": self.sla.as_dict() if self.sla else None,
             "server_log": str(self.server_log) if self.server_log else None,
             "advice": self.advice,
@@ -189,7 +189,7 @@ def run_profile(
 
 
 def _advice(steps: list[ServedStep], profile: LoadProfile) -> list[str]:
-    saturated = [s.measurement.step for s in steps if "generator_saturated" in s.measurement.flags]
+    saturated = [s.measurement.case for s in steps if "generator_saturated" in s.measurement.flags]
     advice = []
     if saturated:
         advice.append(SATURATED_ADVICE.format(limit=profile.generator_cpu_limit_percent, steps=", ".join(saturated)))
@@ -322,7 +322,7 @@ class _Observed:
             plan_flags.append("generator_behind")
         measurement = Measurement(
             mode="served",
-            step=label,
+            case=label,
             batch_size=profile.batch_size,
             concurrency=self.plan.users if self.plan.loop == "closed" else None,
             iterations=figures.requests,
