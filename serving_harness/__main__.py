@@ -110,8 +110,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve_model(args: argparse.Namespace, model: ModelConfig, settings: ServingConfig) -> int:
-    from serving_harness.server import serve  # imported late: parsing errors stay fast
+    from serving_harness.server import pick_port, serve  # imported late: parsing errors stay fast
 
+    grpc_port = None if args.grpc_port is None else pick_port(args.host, args.grpc_port)
     serve(
         [model],
         settings,
@@ -119,7 +120,8 @@ def _serve_model(args: argparse.Namespace, model: ModelConfig, settings: Serving
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        on_listening=_print_listening,
+        on_listening=lambda host, port: _print_listening(host, port, grpc_port),
+        grpc_port=grpc_port,
     )
     return 0
 
@@ -300,13 +302,16 @@ def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
 
     from serving_harness.log import configure_logging
     from serving_harness.protocol.rest import create_app
-    from serving_harness.server import _announce, _exit_quietly_after_signals, bind_socket, uvicorn_config
+    from serving_harness.protocol.grpc_service import GrpcListener
+    from serving_harness.server import _announce, _exit_quietly_after_signals, bind_socket, pick_port, uvicorn_config
 
     configure_logging(args.log_level)
     _warn_unsigned(plan.bundles)
-    app = create_app(plan.models, plan.settings, canary=plan.canary, version_label=True)
+    grpc_port = None if args.grpc_port is None else pick_port(args.host, args.grpc_port)
+    grpc = None if grpc_port is None else GrpcListener(host=args.host, port=grpc_port)
+    app = create_app(plan.models, plan.settings, canary=plan.canary, version_label=True, grpc=grpc)
     sock = bind_socket(args.host, args.port)
-    _announce(args.host, sock.getsockname()[1], _print_listening)
+    _announce(args.host, sock.getsockname()[1], lambda host, port: _print_listening(host, port, grpc_port))
     with _exit_quietly_after_signals():
         uvicorn.Server(uvicorn_config(app, plan.settings, log_level=args.log_level)).run(sockets=[sock])
     return 0
@@ -371,8 +376,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _print_listening(host: str, port: int) -> None:
-    line = {"event": "listening", "host": host, "port": port, "url": f"http://{host}:{port}"}
+def _print_listening(host: str, port: int, grpc_port: int | None = None) -> None:
+    line: dict[str, Any] = {"event": "listening", "host": host, "port": port, "url": f"http://{host}:{port}"}
+    if grpc_port is not None:
+        line["grpc_port"] = grpc_port
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
 
@@ -453,6 +460,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-version", help="the model's version (default 1)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=PORT, default=8000, help="0..65535; 0 picks a free port (reported on stdout)")
+    serve.add_argument(
+        "--grpc-port", type=PORT, help="also serve OIP v2 over gRPC on this port (0 picks a free one, on stdout)"
+    )
     serve.add_argument("--workers", type=_integer(1), default=1, help="server processes on the one port")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--settings-json", help="ServingConfig as a JSON file or inline JSON")

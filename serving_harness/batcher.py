@@ -1,19 +1,28 @@
 """Dynamic batcher: requests queue per model and run in batches on N model instances.
 
-A batch is cut when ``max_batch_size`` rows are queued or ``max_queue_delay_us`` has passed since the
-oldest queued request (whichever comes first), and only when an instance is free, so requests that
-arrive while every instance is busy join the next batch. A batch holds only requests whose non-batch
-shapes are equal (nothing is padded: padding is not safe for every model); a request larger than
-``max_batch_size`` is split and its parts put back together. ``preferred_batch_sizes``: a batch cut
-at the deadline with fewer than ``max_batch_size`` rows is trimmed to the largest preferred size that
-fits; the rest goes in the next batch.
+A client's batch is one request of ``rows`` rows along the model's batch axis, and it runs as one call:
+the batcher never splits a request. ``max_request_rows`` caps one request: above it the answer is 413
+at once (PayloadTooLarge, naming the limit), before any work, so a request either can run or is told
+it never will; that cap, not ``max_batch_size``, is what a client is told the model accepts.
+``max_batch_size`` caps how many rows the batcher *merges* across requests: a batch is cut when
+``max_batch_size`` rows are queued or ``max_queue_delay_us`` has passed since the oldest queued
+request (whichever comes first), and only when an instance is free, so requests that arrive while
+every instance is busy join the next batch. A request of ``max_batch_size`` rows or more runs alone.
+A batch holds only requests whose non-batch shapes are equal (nothing is padded: padding is not safe
+for every model). ``preferred_batch_sizes``: a batch cut at the deadline with fewer than
+``max_batch_size`` rows is trimmed to the largest preferred size that fits; the rest goes in the next
+batch. A model without a batch axis (a fixed first dimension: the codec admits exactly that shape)
+runs each request alone.
+
+Queue limit: ``max_queue_size`` counts requests (not rows) that wait for an instance or a batch;
+beyond it the answer is 503 with Retry-After (back-pressure: the same request fits later).
 
 Fast path: with ``max_batch_size == 1``, or with no delay, an empty queue and a free instance, a
 request goes straight to an instance thread and never touches the batch queue.
 
 Each instance is its own loaded runtime with a thread of its own; the N threads take jobs from one
-queue (ONNX Runtime and torch release the GIL while they compute). A job's result comes back to the
-event loop with ``call_soon_threadsafe``; a plain thread and queue cost less per request than an
+FIFO queue (ONNX Runtime and torch release the GIL while they compute). A job's result comes back to
+the event loop with ``call_soon_threadsafe``; a plain thread and queue cost less per request than an
 executor (no concurrent.futures.Future, no future chaining).
 """
 
@@ -33,7 +42,7 @@ from typing import Protocol
 import numpy as np
 
 from serving_harness.config import BatchingSettings
-from serving_harness.errors import InferenceFailed, ModelNotReady, QueueFull, RequestTimeout
+from serving_harness.errors import InferenceFailed, ModelNotReady, PayloadTooLarge, QueueFull, RequestTimeout
 from serving_harness.runtimes.base import Runtime
 
 __all__ = ["BatchObserver", "Batcher", "InferOutcome"]
@@ -81,6 +90,7 @@ class Batcher:
     """Queues requests for one model and runs them in batches on its instances.
 
     ``batched=False`` (a model without a batch axis) runs each request on its own.
+    ``max_request_rows`` (None: no limit) caps the rows of one request (PayloadTooLarge above it).
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class Batcher:
         input_names: Sequence[str],
         batching: BatchingSettings,
         max_queue_size: int,
+        max_request_rows: int | None = None,
         retry_after_s: int = 1,
         timeout_s: float = 30.0,
         batched: bool = True,
@@ -111,6 +122,8 @@ class Batcher:
         self._delay_s = batching.max_queue_delay_us / 1e6
         self._preferred = sorted(batching.preferred_batch_sizes)
         self._max_queue = max_queue_size
+        self._max_request_rows = max_request_rows
+        self._name = name
         self._retry_after_s = retry_after_s
         self._timeout_s = timeout_s
         self._observer: BatchObserver = observer or _Silent()
@@ -131,13 +144,14 @@ class Batcher:
     async def infer(self, inputs: Arrays, rows: int) -> InferOutcome:
         """Run one request (``rows`` along the first axis of every input) and return its own outputs.
 
-        Raises RequestTimeout when there is no result within ``timeout_s``, QueueFull when the queue
-        is full, InferenceFailed when the runtime raises.
+        Raises PayloadTooLarge when ``rows`` is above ``max_request_rows``, RequestTimeout when there
+        is no result within ``timeout_s``, QueueFull when the queue is full, InferenceFailed when the
+        runtime raises.
         """
         if self._closed:
             raise ModelNotReady("the model is shutting down")
-        if rows > self._max_rows:
-            return await self._infer_split(inputs, rows)
+        if self._max_request_rows is not None and rows > self._max_request_rows:
+            raise self._too_many_rows(rows)
         if self._max_rows == 1 or (self._delay_s == 0 and not self._queue and self._busy < self._capacity):
             return await self._run_direct(inputs, rows)  # the fast path, inlined: this is the hot call
         return await self._enqueue(inputs, rows)
@@ -157,24 +171,10 @@ class Batcher:
 
     # -------------------------------------------------------------------------------- request side
 
-    async def _infer_part(self, inputs: Arrays, rows: int) -> InferOutcome:
-        if self._max_rows == 1 or (self._delay_s == 0 and not self._queue and self._busy < self._capacity):
-            return await self._run_direct(inputs, rows)
-        return await self._enqueue(inputs, rows)
-
-    async def _infer_split(self, inputs: Arrays, rows: int) -> InferOutcome:
-        step = self._max_rows
-        parts = [
-            self._infer_part({n: a[i : i + step] for n, a in inputs.items()}, min(step, rows - i))
-            for i in range(0, rows, step)
-        ]
-        outcomes = await asyncio.gather(*parts)
-        outputs = {n: np.concatenate([o.outputs[n] for o in outcomes]) for n in outcomes[0].outputs}
-        return InferOutcome(
-            outputs,
-            queue_s=max(o.queue_s for o in outcomes),
-            compute_s=sum(o.compute_s for o in outcomes),
-            batch_size=max(o.batch_size for o in outcomes),
+    def _too_many_rows(self, rows: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request has {rows} rows; model {self._name!r} takes at most {self._max_request_rows} rows "
+            "per request (limits.max_request_rows): send them in several requests"
         )
 
     async def _run_direct(self, inputs: Arrays, rows: int) -> InferOutcome:
@@ -280,7 +280,8 @@ class Batcher:
         return fitting[-1] if fitting and available < self._max_rows else self._max_rows
 
     def _cut(self) -> list[_Entry]:
-        """Take the oldest live request and those after it that share its shapes and fit."""
+        """Take the oldest live request, whatever its size (a request of ``target`` rows or more runs
+        alone), and those after it that share its shapes and fit."""
         target = self._target_rows()
         batch: list[_Entry] = []
         kept: list[_Entry] = []

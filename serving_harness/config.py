@@ -46,7 +46,12 @@ class RuntimeSettings(_Frozen):
 class BatchingSettings(_Frozen):
     """Dynamic batching: a batch is cut at max_batch_size or after max_queue_delay_us."""
 
-    max_batch_size: int = Field(default=1, ge=1, description="Rows in one batch at most (1 = no batching).")
+    max_batch_size: int = Field(
+        default=1,
+        ge=1,
+        description="Rows the batcher merges from several requests into one batch at most (1 = no batching); "
+        "a larger request runs alone, whole (limits.max_request_rows caps it).",
+    )
     max_queue_delay_us: int = Field(default=0, ge=0, description="How long a batch waits to fill, in microseconds.")
     preferred_batch_sizes: tuple[int, ...] = Field(default=(), description="Sizes a batch is cut at (JSON: [8, 16]).")
 
@@ -62,7 +67,12 @@ class LimitsSettings(_Frozen):
     """Admission limits: what the server refuses before it does any work."""
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Request body size before 413.")
-    max_queue_size: int = Field(default=1024, ge=1, description="Queued requests per model before 503.")
+    max_queue_size: int = Field(default=1024, ge=1, description="Queued requests (not rows) per model before 503.")
+    max_request_rows: int = Field(
+        default=4096,
+        ge=1,
+        description="Rows (first axis) one request may carry before 413; what a client is told the model accepts.",
+    )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Seconds a request may wait before 504.")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with 429 and 503.")
     # Hostile clients: a connection that holds a socket without sending a request must not lock others out.

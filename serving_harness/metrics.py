@@ -2,8 +2,8 @@
 
 Exposed at ``/metrics``::
 
-    sh_requests_total{model,status}           inference requests by HTTP status
-    sh_request_duration_seconds{model}        request latency in the server (histogram)
+    sh_requests_total{model,protocol,status}  inference requests by status (protocol: http, grpc)
+    sh_request_duration_seconds{model,protocol}  request latency in the server (histogram)
     sh_queue_duration_seconds{model}          time waiting for a batch and an instance (histogram)
     sh_compute_duration_seconds{model}        time in the runtime, per request's batch (histogram)
     sh_batch_size{model}                      rows per batch run (histogram)
@@ -21,6 +21,10 @@ Exposed at ``/metrics``::
     sh_connections_closed_total{reason}       connections the server closed on a client (reason:
                                               header_timeout, body_timeout, limit; see protocol.connection)
 
+``status`` is the HTTP status for both protocols: a gRPC call counts the status its error maps from
+(``protocol.grpc_service``: 401 is UNAUTHENTICATED, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE...), so one
+``status=~"5.."`` alert and one error-rate panel cover both.
+
 With ``Metrics(version_label=True)`` (bundles, canaries) every per-model series also carries ``version``, so two
 versions of one model behind one endpoint are told apart.
 
@@ -31,6 +35,7 @@ when ``/metrics`` is scraped.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -42,12 +47,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 if TYPE_CHECKING:
     from serving_harness.drift import DriftMonitor
 
-__all__ = ["CONTENT_TYPE", "Metrics", "ModelMetrics"]
+__all__ = ["CONTENT_TYPE", "PROTOCOLS", "Metrics", "ModelMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 UNKNOWN_MODEL = "_unknown"  # requests for names that are not served (keeps label values bounded)
+PROTOCOLS = ("http", "grpc")  # the values of the ``protocol`` label
 
 
 class _Histogram:
@@ -59,6 +65,10 @@ class _Histogram:
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)
         self.total = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
@@ -76,14 +86,31 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
+class _Total:
+    """A count and a sum of seconds."""
+
+    __slots__ = ("count", "total_s")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_s = 0.0
+
+    def add(self, duration_s: float) -> None:
+        self.count += 1
+        self.total_s += duration_s
+
+
 class ModelMetrics:
     """One model's numbers; also the batcher's observer. Update only from the event loop's thread."""
 
     def __init__(self, model: str, version: str | None = None) -> None:
         self.model = model
         self.labels = (model,) if version is None else (model, version)  # values of Metrics.label_names
-        self.requests: dict[int, int] = {}
-        self.latency = _Histogram(LATENCY_BUCKETS_S)
+        self.requests: dict[tuple[str, int], int] = {}  # (protocol, status) -> requests
+        self.latency = {protocol: _Histogram(LATENCY_BUCKETS_S) for protocol in PROTOCOLS}
+        self.succeeded = _Total()  # Triton's statistics (protocol.extensions): success and fail, both protocols
+        self.failed = _Total()
+        self.last_success_ms = 0  # wall clock, ms since the epoch
         self.queue = _Histogram(LATENCY_BUCKETS_S)
         self.compute = _Histogram(LATENCY_BUCKETS_S)
         self.batch = _Histogram(BATCH_BUCKETS)
@@ -101,11 +128,17 @@ class ModelMetrics:
     def request_started(self) -> None:
         self.inflight += 1
 
-    def request_done(self, status: int, duration_s: float) -> None:
-        """Count a finished request (by HTTP status) and its latency."""
+    def request_done(self, status: int, duration_s: float, protocol: str = "http") -> None:
+        """Count a finished request (by HTTP status, or the one its gRPC code maps from) and its latency."""
         self.inflight -= 1
-        self.requests[status] = self.requests.get(status, 0) + 1
-        self.latency.observe(duration_s)
+        key = (protocol, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.latency[protocol].observe(duration_s)
+        if status == 200:
+            self.succeeded.add(duration_s)
+            self.last_success_ms = time.time_ns() // 1_000_000
+        else:
+            self.failed.add(duration_s)
 
     def timing(self, queue_s: float, compute_s: float) -> None:
         """Record a request's queue and compute time."""
@@ -166,8 +199,8 @@ class Metrics:
     def collect(self) -> Iterator[Metric]:
         models = list(self.models.values())
         names = list(self.label_names)
-        yield _counter("sh_requests", "Inference requests by HTTP status.", models, names)
-        yield _histogram("sh_request_duration_seconds", "Request latency in the server.", models, "latency", names)
+        yield _counter("sh_requests", "Inference requests by protocol and HTTP status.", models, names)
+        yield _latency(models, names)
         yield _histogram(
             "sh_queue_duration_seconds", "Time waiting for a batch and an instance.", models, "queue", names
         )
@@ -193,10 +226,22 @@ class Metrics:
 
 
 def _counter(name: str, documentation: str, models: list[ModelMetrics], names: list[str]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=[*names, "status"])
+    family = CounterMetricFamily(name, documentation, labels=[*names, "protocol", "status"])
     for m in models:
-        for status, count in sorted(m.requests.items()):
-            family.add_metric([*m.labels, str(status)], count)
+        for (protocol, status), count in sorted(m.requests.items()):
+            family.add_metric([*m.labels, protocol, str(status)], count)
+    return family
+
+
+def _latency(models: list[ModelMetrics], names: list[str]) -> Metric:
+    """The request latency per protocol; a protocol with no request yet is left out."""
+    family = HistogramMetricFamily(
+        "sh_request_duration_seconds", "Request latency in the server.", labels=[*names, "protocol"]
+    )
+    for m in models:
+        for protocol, histogram in m.latency.items():
+            if histogram.count or protocol == "http":  # http always: dashboards expect the series
+                family.add_metric([*m.labels, protocol], histogram.buckets(), histogram.total)
     return family
 
 

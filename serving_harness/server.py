@@ -10,6 +10,10 @@ within ``limits.header_timeout_s`` and a body within ``limits.body_timeout_s``, 
 
 With ``workers > 1`` uvicorn starts that many processes on the same socket; each loads its own
 model instances and keeps its own metrics (scrape each or put them behind one Service).
+
+``grpc_port``: the app's lifespan also serves gRPC there (``protocol.grpc_service``), on uvicorn's
+event loop, so both protocols share the models and batchers; with ``workers > 1`` every worker binds
+that port with SO_REUSEPORT and the kernel spreads the connections.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from serving_harness.errors import BadInput
 from serving_harness.log import configure_logging
 from serving_harness.model import ModelConfig
 from serving_harness.protocol.connection import ConnectionLimits, GuardedHttpProtocol
+from serving_harness.protocol.grpc_service import GrpcListener
 from serving_harness.protocol.rest import create_app
 
-__all__ = ["app_from_environment", "bind_socket", "connection_limits", "serve", "uvicorn_config"]
+__all__ = ["app_from_environment", "bind_socket", "connection_limits", "pick_port", "serve", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
 RESERVED_FILES = 64  # descriptors kept for the model files, logs and the runtime's own use
@@ -55,17 +60,20 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
     on_listening: OnListening | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Serve ``models`` until SIGTERM/SIGINT, then drain and return."""
+    """Serve ``models`` until SIGTERM/SIGINT, then drain and return; ``grpc_port``: gRPC too (not 0)."""
     configure_logging(log_level)
     if workers > 1:
         _serve_workers(
-            models, settings, host=host, port=port, workers=workers, log_level=log_level, on_listening=on_listening
-        )
+            models, settings, host=host, port=port, workers=workers, log_level=log_level,
+            on_listening=on_listening, grpc_port=grpc_port,
+        )  # fmt: skip
         return
     sock = bind_socket(host, port)
     _announce(host, sock.getsockname()[1], on_listening)
-    config = uvicorn_config(create_app(models, settings), settings, log_level=log_level)
+    grpc = None if grpc_port is None else GrpcListener(host=host, port=grpc_port)
+    config = uvicorn_config(create_app(models, settings, grpc=grpc), settings, log_level=log_level)
     with _exit_quietly_after_signals():
         uvicorn.Server(config).run(sockets=[sock])
     logger.info("server stopped")
@@ -124,12 +132,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def pick_port(host: str, port: int) -> int:
+    """``port``, or a free one for 0 (bound and released: the gRPC server binds it later, on the loop)."""
+    if port:
+        return port
+    with contextlib.closing(bind_socket(host, 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
 def app_from_environment() -> Starlette:
     """The app of one worker process (``workers > 1``), from the spec the parent put in the environment."""
     spec = json.loads(os.environ[SPEC_VARIABLE])
     configure_logging(spec["log_level"])
     models = [ModelConfig(name=m["name"], path=Path(m["path"]), version=m["version"]) for m in spec["models"]]
-    return create_app(models, ServingConfig(**spec["settings"]))
+    grpc_port = spec.get("grpc_port")
+    grpc = None if grpc_port is None else GrpcListener(host=spec["host"], port=grpc_port, reuse_port=True)
+    return create_app(models, ServingConfig(**spec["settings"]), grpc=grpc)
 
 
 def _serve_workers(
@@ -141,6 +159,7 @@ def _serve_workers(
     workers: int,
     log_level: str,
     on_listening: OnListening | None,
+    grpc_port: int | None = None,
 ) -> None:
     if port == 0:
         with contextlib.closing(bind_socket(host, 0)) as probe:
@@ -149,6 +168,8 @@ def _serve_workers(
         "models": [{"name": m.name, "path": str(m.path), "version": m.version} for m in models],
         "settings": settings.model_dump(mode="json"),
         "log_level": log_level,
+        "host": host,
+        "grpc_port": grpc_port,
     }
     os.environ[SPEC_VARIABLE] = json.dumps(spec)
     _announce(host, port, on_listening)

@@ -285,13 +285,38 @@ def history_command(
 
 @app.command()
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
-    """Check recipes without running them (schema, extends, step names and configs)."""
+    """Check recipes without running them: schema, extends, step names and configs, that the files they name
+    exist and that their factories, loaders and metrics import (modules beside the recipe included).
+    Exit status 2 at the first problem, located by file and key."""
+    from workbench.recipe.checks import check_recipe
     from workbench.recipe.loader import load_recipe
     from workbench.sweep.space import expand
 
     for path in recipes:
-        variants = expand(load_recipe(path))
+        recipe = load_recipe(path)
+        variants = expand(recipe)
+        check_recipe(recipe, file=str(path))
         console.print(f"[green]ok[/] {path}: {len(variants)} variants")
+
+
+@app.command("init")
+def init_command(
+    model: Annotated[str, typer.Argument(help="An .onnx file, or a torch factory 'pkg.module:function'.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="An .npz of arrays named like the inputs, plus 'labels' if any."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the recipe.")] = Path("recipe.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Write a starter recipe for MODEL that runs as written: pipelines that fit its format, and a metric
+    that fits its outputs (accuracy on its labels or scores with --data that has labels, else cosine)."""
+    from workbench.recipe.init import write_starter_recipe
+
+    starter = write_starter_recipe(model, data=data, out=out, force=force)
+    for extra in starter.extra_files:
+        console.print(f"wrote {extra} (random inputs: no --data given)", highlight=False)
+    console.print(f"[green]wrote[/] {out}; next: workbench validate {out} && workbench run {out}", highlight=False)
 
 
 @app.command()

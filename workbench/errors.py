@@ -11,13 +11,14 @@ WorkbenchError                     exit 1
 └── NoFeasibleVariant              no measured variant meets every constraint (select, export --variant best)
 
 A programming error (``is_programming_error``: a TypeError, AttributeError, NameError or AssertionError
-raised in our own code) is never caught as a failed variant: it stops the run with its traceback. An
+raised in our code or the user's own — a metric, a factory) is never caught as a failed variant: it stops the run with its traceback. An
 exception raised inside a third-party library (onnxruntime's quantizer, torch's tracer: whatever their type)
 is that library failing on this model: it fails the variant it happened in, and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import sysconfig
 import traceback
 from pathlib import Path
 
@@ -80,14 +81,24 @@ _OUR_PACKAGES = (Path(__file__).resolve().parent, Path(__file__).resolve().paren
 
 
 def is_programming_error(exc: BaseException) -> bool:
-    """A ``PROGRAMMING_ERRORS`` type whose innermost frame is in workbench or serving_harness.
+    """A ``PROGRAMMING_ERRORS`` type raised by code someone here wrote: ours (workbench, serving_harness) or the
+    user's (a metric, a factory, a loader beside the recipe).
 
-    The same TypeError from deep inside torch or onnxruntime is the library refusing this model (a failed
-    variant), not a bug of ours; the traceback's last frame tells which."""
+    The same TypeError from deep inside an installed library (torch, onnxruntime: site-packages or the
+    standard library) is that library refusing this model — a failed variant, not a bug; the traceback's
+    last frame tells which."""
     if not isinstance(exc, PROGRAMMING_ERRORS):
         return False
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return True
     raised_in = Path(frames[-1].filename).resolve()
-    return any(raised_in.is_relative_to(package) for package in _OUR_PACKAGES)
+    if any(raised_in.is_relative_to(package) for package in _OUR_PACKAGES):
+        return True
+    return not any(raised_in.is_relative_to(root) for root in _library_roots())
+
+
+def _library_roots() -> list[Path]:
+    """Where installed libraries and the standard library live (site-packages, the stdlib folder)."""
+    paths = sysconfig.get_paths()
+    return [Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]

@@ -4,14 +4,19 @@ Plugins register with a decorator, or from other distributions through the entry
 ``workbench.<family>``. Unknown names raise an error that lists what is available.
 
 ``import_callable`` resolves the ``pkg.module:function`` references a recipe names (a model factory, a data
-loader, a metric, a fine-tune function).
+loader, a metric, a fine-tune function). While a recipe runs (``recipe_imports``), the recipe's folder is on
+the import path, so a module beside the recipe imports without ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from workbench.errors import UsageError
@@ -68,3 +73,32 @@ def import_callable(reference: str) -> Any:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"cannot import {reference!r}: {exc}") from exc
+
+
+@contextmanager
+def recipe_imports(folder: Path | None) -> Iterator[None]:
+    """While the block runs, modules in ``folder`` (the recipe's) import by name, here and in child processes.
+
+    The folder goes after the installed packages on ``sys.path`` (a file beside the recipe never shadows a
+    library) and onto ``PYTHONPATH`` for the children a run starts (the served harness imports a torch
+    factory too). Both are restored afterwards; None changes nothing.
+    """
+    if folder is None:
+        yield
+        return
+    entry = str(Path(folder).resolve())
+    added = entry not in sys.path
+    if added:
+        sys.path.append(entry)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (previous, entry) if p)
+    importlib.invalidate_caches()  # a module written beside the recipe after start-up is found too
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous

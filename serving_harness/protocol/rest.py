@@ -9,8 +9,15 @@ Routes (``{v}``: the model's version; every ``/v2/models/{m}/...`` route also ex
     GET  /v2/models/{m}               model metadata             bearer token when auth is on
     GET  /v2/models/{m}/ready         {"name", "ready"}, 200/503 bearer token when auth is on
     POST /v2/models/{m}/infer         inference                  bearer token when auth is on
+    GET  /v2/models/{m}/config        Triton's model config      bearer token when auth is on
+    GET  /v2/models/{m}/stats         Triton's statistics        bearer token when auth is on (also /v2/models/stats)
+    POST /v2/repository/index         the served versions        bearer token when auth is on
     GET  /metrics                     Prometheus text            open; the token with metrics_auth
     anything else                     404 or 405 + Allow, OIP    counted in sh_unmatched_requests_total
+
+The extensions' documents are in ``extensions``. The infer route reads ``Content-Encoding: gzip|deflate``
+bodies and compresses its answer when ``Accept-Encoding`` asks (``compression``). With ``grpc`` the
+same models, limits and metrics also serve gRPC (``grpc_service``), started and stopped by the lifespan.
 
 Every error is an OIP JSON body ``{"error": "..."}``, unknown routes and wrong methods included.
 
@@ -46,7 +53,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -74,20 +81,26 @@ from serving_harness.errors import (
 )
 from serving_harness.metrics import CONTENT_TYPE, UNKNOWN_MODEL, Metrics
 from serving_harness.model import ModelConfig, ServedModel
+from serving_harness.protocol import extensions
 from serving_harness.protocol.codec import (
     HEADER_LENGTH,
     decode_infer_request,
     encode_infer_response,
     nonfinite_count,
 )
+from serving_harness.protocol.compression import MIN_COMPRESS_BYTES, compress, decompress, response_encoding
 from serving_harness.protocol.connection import CLOSED_CONNECTIONS
 from serving_harness.rate_limit import RateLimiter
+
+if TYPE_CHECKING:
+    from serving_harness.protocol.grpc_service import GrpcListener
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 SERVER_NAME = "serving_harness"
-EXTENSIONS = ("binary_tensor_data", "parameters", "model_repository_versions")
+# What is served in full (the repository index is served, but not load/unload: no "model_repository").
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "statistics")
 JSON = "application/json"
 _JSON_TYPE = (b"content-type", b"application/json")
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
@@ -101,11 +114,13 @@ def create_app(
     *,
     canary: CanarySplit | None = None,
     version_label: bool = False,
+    grpc: GrpcListener | None = None,
 ) -> Starlette:
     """An OIP v2 app serving ``models``; they load in the background once the app starts.
 
     Two configs may share a name only as the two versions of ``canary``. ``version_label`` adds a
-    ``version`` label to every metric (always on with a canary).
+    ``version`` label to every metric (always on with a canary). ``grpc``: also serve gRPC there, from
+    the app's lifespan (on uvicorn's event loop).
 
     Example::
 
@@ -113,6 +128,7 @@ def create_app(
     """
     _check_names(models, canary)
     harness = _Harness(models, settings, canary=canary, version_label=version_label)
+    harness.grpc = grpc
     handlers = {HTTPException: harness.unmatched}
     return Starlette(routes=harness.routes(), lifespan=harness.lifespan, exception_handlers=handlers)
 
@@ -155,6 +171,7 @@ class _Harness:
             self.metrics.registry.register(canary.collector())
         self.limiter = RateLimiter(settings.rate_limit_rps) if settings.rate_limit_rps else None
         self.token = settings.auth_token.encode() if settings.auth_token else None
+        self.grpc: GrpcListener | None = None
 
     def _served(self, config: ModelConfig) -> ServedModel:
         model = ServedModel(config, self.settings, self.metrics.for_model(config.name, config.version))
@@ -179,9 +196,12 @@ class _Harness:
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready),
             Route("/metrics", self.prometheus),
+            Route("/v2/models/stats", self.statistics),  # before /v2/models/{model}
+            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
         ]
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [Route(prefix, self.model_metadata), Route(prefix + "/ready", self.model_ready)]
+            routes += [Route(prefix + "/config", self.model_config), Route(prefix + "/stats", self.statistics)]
         routes.append(Route("/v2/models/{model}/versions/{version}/infer", _InferEndpoint(self), methods=["POST"]))
         if self.canary is not None:
             routes += canary_routes(self.canary, self._authorize, has_token=self.token is not None)
@@ -190,15 +210,25 @@ class _Harness:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[dict[str, Any]]:
         loading = asyncio.create_task(self._load_all())
+        grpc_server = await self._start_grpc()
         try:
             # uvicorn hands this state to each connection too: the connection guard counts its closes here.
             yield {CLOSED_CONNECTIONS: self.metrics.closed_connections}
         finally:
-            # uvicorn has already waited for in-flight requests; finish what the batchers still hold.
+            # uvicorn has already waited for in-flight requests; gRPC's get as long; then the batchers finish.
             loading.cancel()
             timeout_s = self.settings.limits.request_timeout_s
+            if grpc_server is not None:
+                await grpc_server.stop(timeout_s)
             await asyncio.gather(*(m.close(timeout_s) for m in self.versions.values()))
             logger.info("models closed")
+
+    async def _start_grpc(self) -> Any:
+        if self.grpc is None:
+            return None
+        from serving_harness.protocol.grpc_service import start_grpc_server  # grpc loads only when asked for
+
+        return await start_grpc_server(self, self.grpc)
 
     async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
@@ -268,6 +298,46 @@ class _Harness:
         doc["versions"] = [v for n, v in self.versions if n == model.config.name]
         return _json(doc)
 
+    # -------------------------------------------------------------------------------- extensions
+
+    async def model_config(self, request: Request) -> Response:
+        try:
+            self._authorize(request.headers.get("authorization", ""))
+            model = self._model(request.path_params)
+        except ServingError as exc:
+            return _error(exc)
+        return _json(extensions.model_configuration(model))
+
+    async def statistics(self, request: Request) -> Response:
+        """Every served version's statistics, or those of the model (and version) in the path."""
+        params = request.path_params
+        try:
+            self._authorize(request.headers.get("authorization", ""))
+            if "model" in params:
+                self._model(params)  # 404 for an unknown name or version
+        except ServingError as exc:
+            return _error(exc)
+        wanted = [
+            model
+            for (name, version), model in self.versions.items()
+            if params.get("model", name) == name and params.get("version", version) == version
+        ]
+        return _json(extensions.model_statistics(wanted))
+
+    async def repository_index(self, request: Request) -> Response:
+        try:
+            self._authorize(request.headers.get("authorization", ""))
+            body = await request.body()
+            ready_only = bool(body.strip()) and orjson.loads(body).get("ready") is True
+        except ServingError as exc:
+            return _error(exc)
+        except (orjson.JSONDecodeError, AttributeError):
+            return _error(InvalidRequest('the body must be a JSON object such as {"ready": true}'))
+        index = extensions.repository_index(self.versions.values(), ready_only=ready_only)
+        for entry in index:
+            entry["reason"] = _public(entry["reason"])
+        return Response(orjson.dumps(index), media_type=JSON)
+
     # ---------------------------------------------------------------------------------- admission
 
     def _model(self, params: dict[str, Any]) -> ServedModel:
@@ -320,6 +390,8 @@ class _InferEndpoint:
         except Exception as exc:  # a bug: answer in OIP form and keep the trace in the log
             logger.exception("unexpected error while serving a request")
             status, headers, payload = _error_parts(InferenceFailed(f"internal error: {type(exc).__name__}"))
+        if len(payload) >= MIN_COMPRESS_BYTES and b"accept-encoding" in request_headers:
+            payload = _compressed(payload, request_headers[b"accept-encoding"], headers)
         headers.append((b"content-length", b"%d" % len(payload)))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -337,6 +409,8 @@ class _InferEndpoint:
         limits = self.settings.limits
         declared = request_headers.get(b"content-length")
         body = await _receive_body(receive, declared, limits.max_body_bytes, limits.body_timeout_s)
+        if b"content-encoding" in request_headers:
+            body = decompress(body, request_headers[b"content-encoding"], limits.max_body_bytes)
         decoded = decode_infer_request(body, _header_length(request_headers), schema)
         _count_nonfinite(model, "input", decoded.inputs)
         outcome = await model.infer(decoded.inputs, decoded.rows)  # times out itself (RequestTimeout)
@@ -371,6 +445,15 @@ class _InferEndpoint:
             return
         client = scope.get("client")
         self.harness._rate_limit(f"peer {client[0] if client else ''}")
+
+
+def _compressed(payload: bytes, accept_encoding: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """``payload`` in the encoding the client accepts (its header added to ``headers``), or as it is."""
+    encoding = response_encoding(accept_encoding)
+    if encoding is None:
+        return payload
+    headers += [(b"content-encoding", encoding), (b"vary", b"accept-encoding")]
+    return compress(payload, encoding)
 
 
 def _describe(model: ServedModel) -> dict[str, Any]:

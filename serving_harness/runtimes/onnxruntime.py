@@ -2,6 +2,10 @@
 
 OIP ``BYTES`` tensors travel as object arrays of ``bytes``; ONNX Runtime's ``tensor(string)`` wants
 ``str``, so string inputs are decoded (UTF-8) on the way in and string outputs encoded on the way out.
+
+Inputs and outputs must be tensors: a sequence or a map (skl2onnx's default ``ZipMap`` output,
+``seq(map(int64,tensor(float)))``) has no OIP datatype, so ``load`` refuses it (BadInput, naming it and the fix)
+and the model is not ready, instead of answering every request with a 500.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from serving_harness.config import RuntimeSettings
+from serving_harness.errors import BadInput
 from serving_harness.runtimes.base import ModelMetadata, RuntimeUnavailable, TensorSpec
 
 _ORT_TO_OIP = {
@@ -62,6 +67,25 @@ def _check_started(session: Any, wanted: list[str]) -> None:
         )
 
 
+def _check_tensors(session: Any) -> None:
+    """Refuse a model with a non-tensor input or output: OIP carries tensors only."""
+    tensors = [o.name for o in session.get_outputs() if o.type.startswith("tensor(")]
+    for kind, args in (("input", session.get_inputs()), ("output", session.get_outputs())):
+        for arg in args:
+            if not arg.type.startswith("tensor("):
+                raise BadInput(_non_tensor_message(kind, arg.name, arg.type, tensors))
+
+
+def _non_tensor_message(kind: str, name: str, type_name: str, tensors: list[str]) -> str:
+    fix = (
+        "export the model with tensor inputs"
+        if kind == "input"
+        else "re-export it as a tensor (skl2onnx: options={id(model): {'zipmap': False}}) or without that output"
+        + (f" (the tensor outputs: {', '.join(tensors)})" if tensors else "")
+    )
+    return f"{kind} {name!r} is {type_name}, not a tensor: the Open Inference Protocol carries tensors only; {fix}"
+
+
 def _to_ort_string(name: str, array: np.ndarray) -> np.ndarray:
     """Object array of bytes → object array of str (what ORT's tensor(string) binding takes)."""
     out = np.empty(array.shape, dtype=object)
@@ -105,6 +129,7 @@ class OnnxRuntime:
         }[settings.graph_optimization_level]
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         _check_started(self._session, providers)
+        _check_tensors(self._session)
         outputs = tuple(_spec(o) for o in self._session.get_outputs())
         self._output_names = [o.name for o in outputs]
         self._string_inputs = frozenset(i.name for i in self._session.get_inputs() if i.type == _STRING)

@@ -79,7 +79,7 @@ def test_lineage_and_build_cache(finished_run: Path, tmp_path: Path) -> None:
         reports=tmp_path,
     )
     (record,) = again.read_variants()
-    assert all(entry["cached"] for entry in record.lineage)
+    assert all(entry.cached for entry in record.lineage)
     assert record.artifact is not None and record.artifact.content_hash == int8.artifact.content_hash  # type: ignore[union-attr]
 
 

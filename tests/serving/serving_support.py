@@ -210,17 +210,19 @@ def wait_for(url: str, timeout_s: float = 20.0) -> None:
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    """The sum of the samples ``name`` whose labels include ``labels`` in Prometheus text (0 when none):
+    ``sh_requests_total`` with model and status counts both protocols, add ``protocol`` for one."""
+    wanted = {f'{k}="{v}"' for k, v in labels.items()}
+    total = 0.0
     for line in text.splitlines():
         if line.startswith("#"):
             continue
         sample, _, value = line.rpartition(" ")
         metric, _, label_text = sample.partition("{")
-        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
-        if metric == name and got == wanted:
-            return float(value)
-    return 0.0
+        got = set(label_text.rstrip("}").split(",")) if label_text else set()
+        if metric == name and wanted <= got:
+            total += float(value)
+    return total
 
 
 def infer_json(x: np.ndarray, name: str = "x", datatype: str = "FP32", **extra: object) -> dict[str, object]:

@@ -1,8 +1,9 @@
 """Datasets and metrics.
 
-``load_dataset(spec, model)`` dispatches on ``spec.source`` (``example``, ``npz``, ``custom`` or a
-plugin under the ``workbench.datasets`` entry point group); ``source: example`` takes its name
-from the model's example unless the data spec names one.
+``load_dataset(spec, model)`` dispatches on ``spec.source`` (``example``, ``npz``, ``custom``, ``text``,
+``images`` or a plugin under the ``workbench.datasets`` entry point group); ``source: example`` takes its name
+from the model's example unless the data spec names one, ``text`` its tokenizer from an ``hf`` model and
+``images`` its input name from the model's inputs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from pathlib import Path
 
 # Importing the source modules registers them.
-from workbench.data import example_source, files  # noqa: F401
+from workbench.data import example_source, files, images, text  # noqa: F401
 from workbench.data.base import DATASET_SOURCES, METRICS, Arrays, Dataset, Metric, arrays_digest
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 from workbench.paths import cache_dir
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 def load_dataset(spec: DataSpec, model: ModelSpec, cache: Path | None = None) -> Dataset:
     """The evaluation data for ``model``, at most ``spec.limit`` samples."""
-    spec = _with_example_name(spec, model)
+    spec = images.with_model_input(text.with_model_tokenizer(_with_example_name(spec, model), model), model)
     source = DATASET_SOURCES.get(spec.source)
     try:
         dataset = source(spec, cache or cache_dir())

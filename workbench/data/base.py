@@ -55,11 +55,13 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Metric:
-    """``score(outputs, reference, labels) -> float`` over the whole evaluation set."""
+    """``score(outputs, reference, labels) -> float`` over the whole evaluation set; ``output`` names the
+    model output it reads (None: the metric reads them all, or the first)."""
 
     name: str
     higher_is_better: bool
     score: Callable[[Arrays, Arrays, np.ndarray | None], float]
+    output: str | None = None
 
 
 # A dataset source: (spec, cache directory) -> Dataset.

@@ -175,12 +175,13 @@ def _add(version: _Version, name: str, labels: dict[str, str], value: float) -> 
             version.failures += value
     elif name == "sh_fallback_total":
         version.fallbacks += value
-    elif name == "sh_request_duration_seconds_sum":
-        version.latency_sum_s = value
+    elif name == "sh_request_duration_seconds_sum":  # summed: one series per protocol (http, grpc)
+        version.latency_sum_s += value
     elif name == "sh_request_duration_seconds_count":
-        version.latency_count = value
+        version.latency_count += value
     elif name == "sh_request_duration_seconds_bucket":
-        version.buckets[float(labels["le"])] = value
+        le = float(labels["le"])
+        version.buckets[le] = version.buckets.get(le, 0.0) + value
     elif name == "sh_drift_psi" and labels.get("stat") == "max":
         version.drift_psi_max = max(value, version.drift_psi_max or 0.0)
 

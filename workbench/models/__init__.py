@@ -1,6 +1,6 @@
 """Model sources: the fp32 artifact every variant starts from.
 
-``load_source_model(spec)`` dispatches on ``spec.source`` (``example``, ``torch``, ``onnx`` or a
+``load_source_model(spec)`` dispatches on ``spec.source`` (``example``, ``torch``, ``onnx``, ``hf`` or a
 plugin registered under the ``workbench.model_sources`` entry point group).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError
 
 # Importing the source modules registers them.
-from workbench.models import example_source, onnx_source, torch_source  # noqa: F401
+from workbench.models import example_source, hf_source, onnx_source, torch_source  # noqa: F401
 from workbench.models.base import MODEL_SOURCES, SourceModel
 from workbench.paths import cache_dir
 from workbench.recipe.spec import ModelSpec

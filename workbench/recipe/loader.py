@@ -31,7 +31,14 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     for override in overrides:
         _apply_override(raw, override, file=str(path))
     _inline_profile(raw, path)
-    return validate_recipe(raw, file=str(path))
+    recipe = validate_recipe(raw, file=str(path))
+    recipe._folder = path.resolve().parent  # modules beside the recipe import from here (not hashed)
+    return recipe
+
+
+def recipe_folder(recipe: Recipe) -> Path | None:
+    """The folder of the file ``recipe`` was read from (None for a recipe built in code or read from a run)."""
+    return recipe._folder
 
 
 def _inline_profile(raw: dict[str, Any], path: Path) -> None:

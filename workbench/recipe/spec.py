@@ -7,9 +7,10 @@ optimum-benchmark's backend / scenario / launcher split).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from serving_harness.config import ServingConfig
 from serving_harness.runtimes.base import TensorSpec
@@ -20,6 +21,9 @@ class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+HFTask = Literal["sequence-classification", "feature-extraction", "token-classification"]
+
+
 class ModelSpec(_Spec):
     """Where the model comes from.
 
@@ -27,25 +31,52 @@ class ModelSpec(_Spec):
     - ``source: torch`` with ``factory: pkg.module:function`` (and ``kwargs``, optional ``weights``
       state_dict file, ``inputs``/``outputs`` schema with -1 for dynamic axes).
     - ``source: onnx`` with ``path: model.onnx``.
+    - ``source: hf`` with ``path: ./checkpoint`` (a Hugging Face ``save_pretrained`` directory) and optional
+      ``task`` (read from the config's ``architectures`` when not given).
     """
 
-    source: Literal["example", "torch", "onnx"] = "example"
+    source: Literal["example", "torch", "onnx", "hf"] = "example"
     name: str | None = Field(default=None, description="Example name (digits, minilm).")
     factory: str | None = Field(default=None, description="'pkg.module:function' returning a torch.nn.Module.")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = Field(default=None, description="A state_dict file for the factory's module.")
-    path: str | None = Field(default=None, description="An ONNX file.")
+    path: str | None = Field(default=None, description="An ONNX file, or a Hugging Face checkpoint directory.")
+    task: HFTask | None = Field(default=None, description="Hugging Face task (default: from the config).")
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict, description="Source options (e.g. seq_len).")
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelSpec:
-        needed = {"example": ("name",), "torch": ("factory",), "onnx": ("path",)}[self.source]
+        needed = {"example": ("name",), "torch": ("factory",), "onnx": ("path",), "hf": ("path",)}[self.source]
         missing = [key for key in needed if getattr(self, key) is None]
         if missing:
             raise ValueError(f"source '{self.source}' needs {', '.join(missing)}")
         return self
+
+
+class TokenizerSpec(_Spec):
+    """How ``source: text`` tokenizes: the tokenizer directory (default: the model's) and its settings."""
+
+    path: str | None = Field(default=None, description="A tokenizer directory (default: the hf model's path).")
+    max_length: int = Field(default=128, ge=1, description="Tokens per row after truncation and padding.")
+    padding: Literal["max_length", "longest"] = Field(
+        default="max_length", description="max_length: every row max_length tokens; longest: the longest row's."
+    )
+    truncation: bool = Field(default=True, description="Cut rows longer than max_length.")
+
+
+class MetricSpec(_Spec):
+    """A metric and the model output it reads: ``{name: accuracy, output: label}``.
+
+    ``kind`` says what the output holds: ``labels`` (compared with the data's labels as they are) or
+    ``scores`` (arg-max over the last axis first); by default integer outputs are labels, others scores.
+    Without ``output`` the metric chooses one (see ``workbench.data.metrics``) and the report names it.
+    """
+
+    name: str = Field(default="accuracy", description="accuracy | cosine | 'pkg.module:function'.")
+    output: str | None = Field(default=None, description="The model output to score (default: chosen by the metric).")
+    kind: Literal["labels", "scores"] | None = Field(default=None, description="What the output holds.")
 
 
 class DataSpec(_Spec):
@@ -54,15 +85,37 @@ class DataSpec(_Spec):
     - ``source: example``: the example's own held-out split (digits test split, MiniLM sentences).
     - ``source: npz`` with ``path``: arrays named like the model inputs, plus ``labels`` if any.
     - ``source: custom`` with ``loader: pkg.module:function`` returning ``(inputs, labels)``.
+    - ``source: text`` with ``path`` (CSV, JSONL or Parquet), ``text_column``, optional ``label_column`` and
+      ``tokenizer`` settings: the model's token inputs (``workbench.data.text``).
+    - ``source: images`` with ``path`` (a folder of image files, or an ``.npz`` of ``images`` and ``labels``),
+      ``layout``, ``size``, ``mean`` and ``std``: one NCHW float32 input (``workbench.data.images``).
     """
 
-    source: Literal["example", "npz", "custom"] = "example"
+    source: Literal["example", "npz", "custom", "text", "images"] = "example"
     name: str | None = None
     path: str | None = None
     loader: str | None = None
     limit: int | None = Field(default=None, ge=1, description="Use at most this many samples.")
-    metric: str = Field(default="accuracy", description="accuracy | cosine | 'pkg.module:function'.")
+    metric: str | MetricSpec = Field(
+        default="accuracy",
+        description="accuracy | cosine | 'pkg.module:function', or {name, output, kind} to say which output it reads.",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
+    # source: text
+    text_column: str = Field(default="text", description="Column holding the text (or, for tokens, the words).")
+    label_column: str | None = Field(default=None, description="Column holding labels (per row or per word).")
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    # source: images
+    layout: Literal["class-per-subfolder", "flat"] = Field(
+        default="class-per-subfolder", description="class-per-subfolder: labels are the sorted subfolder names."
+    )
+    size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, description="Resize every image to [height, width] (required for a folder)."
+    )
+    channels: Literal[1, 3] = Field(default=3, description="3: RGB, 1: grayscale.")
+    mean: tuple[float, ...] = Field(default=(0.0,), description="Per-channel mean subtracted after scaling to [0, 1].")
+    std: tuple[float, ...] = Field(default=(1.0,), description="Per-channel divisor after the mean.")
+    input_name: str | None = Field(default=None, description="The model input fed (default: the model's first).")
 
 
 StepEntry = Annotated[
@@ -228,6 +281,10 @@ class CostSpec(_Spec):
 
 class Recipe(_Spec):
     """A whole recipe, after ``extends:`` and ``--set`` are applied."""
+
+    # The recipe file's folder (set by the loader): factories, loaders and metrics beside the recipe
+    # import from it. Private, so it is neither dumped nor part of the spec hash.
+    _folder: Path | None = PrivateAttr(default=None)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names the report folder.")
     description: str = ""

@@ -75,6 +75,7 @@ class Quality(_Model):
     drop: float
     drop_rel: float
     outputs: dict[str, dict[str, float]] = Field(default_factory=dict)
+    output: str | None = Field(default=None, description="The model output the metric scored (None: all, or unknown).")
 
 
 class ExternalServing(_Model):

@@ -39,6 +39,8 @@ def run_dataset(runtime: Runtime, dataset: Dataset, batch_size: int) -> Arrays:
 
 
 def score(outputs: Arrays, reference: Reference, diffs: dict[str, dict[str, float]]) -> Quality:
+    """The variant's metric on ``outputs`` against the source's baseline, with the per-output ``diffs``
+    and the output the metric read."""
     value = reference.metric.score(outputs, reference.outputs, reference.dataset.labels)
     drop = reference.baseline - value if reference.metric.higher_is_better else value - reference.baseline
     drop_rel = drop / abs(reference.baseline) if reference.baseline else 0.0
@@ -49,6 +51,7 @@ def score(outputs: Arrays, reference: Reference, diffs: dict[str, dict[str, floa
         drop=round(float(drop), 6),
         drop_rel=round(float(drop_rel), 6),
         outputs=diffs,
+        output=reference.metric.output,
     )
 
 
@@ -62,6 +65,7 @@ def quality_check(quality: Quality, constraints: dict[str, Bound]) -> str | None
         quality.metric: quality.value,
         "accuracy_drop": quality.drop,
         "accuracy_drop_rel": quality.drop_rel,
+        # Every output counts, exact ones (labels, ids) too: one changed label is a difference of at least 1.
         "max_abs_diff": max((d["max_abs_diff"] for d in quality.outputs.values()), default=0.0),
     }
     checked = {k: b for k, b in constraints.items() if k in QUALITY_METRICS or k == quality.metric}

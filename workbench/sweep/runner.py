@@ -44,15 +44,16 @@ from workbench.metrics import column_name
 from workbench.models import load_source_model
 from workbench.models.base import SourceModel
 from workbench.paths import cache_dir
-from workbench.recipe.loader import spec_hash
+from workbench.recipe.loader import recipe_folder, spec_hash
 from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.recipe.spec import Recipe
+from workbench.registry import recipe_imports
 from workbench.report.html import write_report_html
 from workbench.report.render import render_markdown
 from workbench.report.rundir import ReportStore, RunDir
 from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, VariantRecord
 from workbench.report.table import records_to_frame
-from workbench.steps.base import StepContext
+from workbench.steps.base import STEPS, StepContext
 from workbench.sweep.cache import build
 from workbench.sweep.quality import Reference, quality_check, run_dataset, score
 from workbench.sweep.space import Variant, expand, with_runtime
@@ -100,7 +101,11 @@ def run_recipe(
     when another process is writing the run.
     """
     notify = hook or _ignore
-    with _sigterm_interrupts(), _opened(ReportStore(reports), recipe, resume) as run:
+    with (
+        _sigterm_interrupts(),
+        recipe_imports(recipe_folder(recipe)),
+        _opened(ReportStore(reports), recipe, resume) as run,
+    ):
         if run.read_envelope().status == "complete":  # a finished run is never rewritten
             done = len(run.read_variants())
             notify("plan", {"total": done, "done": done, "run": run, "complete": True})
@@ -236,11 +241,11 @@ def _prepare(recipe: Recipe) -> Workspace:
     runtime_settings = RuntimeSettings(name=DEFAULT_RUNTIME[source.artifact.format], intra_op_threads=0)
     runtime = _load_runtime(source.artifact, ServingConfig(runtime=runtime_settings))
     outputs = run_dataset(runtime, dataset, recipe.measure.eval_batch_size)
-    metric = resolve_metric(recipe.data.metric)
+    metric = resolve_metric(recipe.data.metric, outputs, dataset.labels)  # names the output it scores
     baseline = metric.score(outputs, outputs, dataset.labels)
     reference = Reference(dataset=dataset, outputs=outputs, metric=metric, baseline=float(baseline))
     sample = dataset.batch(0, 2)
-    calibration = _calibration_batches(dataset, recipe.measure.eval_batch_size)
+    calibration = _calibration_batches(dataset, recipe.measure.eval_batch_size, warn=_calibrates(recipe))
     context = StepContext(
         sample_inputs=sample,
         dynamic_axes=source.dynamic_axes,
@@ -252,13 +257,21 @@ def _prepare(recipe: Recipe) -> Workspace:
     return Workspace(recipe=recipe, source=source, reference=reference, context=context, cache=cache)
 
 
-def _calibration_batches(dataset: Dataset, batch_size: int) -> tuple[Arrays, ...]:
-    """Held-out samples for static quantization (up to CALIBRATION_LIMIT); the evaluation samples if none."""
+def _calibrates(recipe: Recipe) -> bool:
+    """Whether any pipeline has a step that calibrates on data (quantize.ort_static)."""
+    steps = (step for name in recipe.search.pipelines for step in recipe.search.steps_of(name))
+    return any(getattr(STEPS.get(step.name), "uses_calibration", False) for step in steps)
+
+
+def _calibration_batches(dataset: Dataset, batch_size: int, *, warn: bool = True) -> tuple[Arrays, ...]:
+    """Held-out samples for static quantization (up to CALIBRATION_LIMIT); the evaluation samples if none
+    (``warn``: say so, when a step will calibrate on them)."""
     if dataset.calibration is None:
-        logger.warning(
-            "the data has no held-out samples, so static quantization calibrates on the evaluation samples "
-            "(set data.limit below the data's size to keep the rest for calibration)"
-        )
+        if warn:
+            logger.warning(
+                "the data has no held-out samples, so static quantization calibrates on the evaluation samples "
+                "(set data.limit below the data's size to keep the rest for calibration)"
+            )
         held_out = dataset
     else:
         held_out = Dataset(dataset.calibration).take(CALIBRATION_LIMIT)

@@ -4,6 +4,11 @@
 - ``quantize.ort_static``: weights and activations int8 in QDQ form, activation ranges calibrated
   on held-out samples of the recipe's data (``StepContext.calibration_inputs``), never the scored ones
   unless the data has no others (the run warns, and the figure ``calibration_held_out`` is 0).
+
+Both run ORT's ``quant_pre_process`` (shape inference) first unless ``preprocess: false``. It is an aid, not
+a requirement: when quantizing after it fails (its shape inference stops at an operator it does not know,
+such as skl2onnx's ``Scaler``, and ``quantize_dynamic`` then finds no type for a weight), the step quantizes
+again without it, logs a warning with the reason, and records the figure ``preprocess_skipped: 1``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import onnx
@@ -24,7 +29,7 @@ from onnx import helper, numpy_helper
 from pydantic import Field, field_validator
 
 from workbench.artifact import Artifact
-from workbench.errors import BuildError
+from workbench.errors import BuildError, is_programming_error
 from workbench.steps.base import STEPS, StepConfig, StepContext, expect_config, onnx_output
 
 logger = logging.getLogger(__name__)
@@ -93,15 +98,50 @@ class QuantizeOrtDynamic:
         config = expect_config(self.name, config, QuantizeOrtDynamicConfig)
         path = onnx_output(self.name, artifact, workdir)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
-            prepared, nodes = _prepare(artifact.path, config, Path(scratch))
-            _quantize(prepared, path, config, nodes)
+
+        def quantize(settings: QuantizeOrtDynamicConfig) -> None:
+            with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
+                prepared, nodes = _prepare(artifact.path, settings, Path(scratch))
+                _quantize(prepared, path, settings, nodes)
+
+        skipped = with_preprocess_fallback(self.name, config, quantize)
         figures = {
+            **skipped,
             "quantize_s": round(time.perf_counter() - started, 3),
             "size_ratio": round(path.stat().st_size / artifact.size_bytes, 4),
             "quantized_nodes": float(count_integer_nodes(onnx.load(str(path)))),
         }
         return Artifact(path=path, format="onnx", figures=figures)
+
+
+PreprocessedConfig = TypeVar("PreprocessedConfig", "QuantizeOrtDynamicConfig", "QuantizeOrtStaticConfig")
+
+
+def with_preprocess_fallback(
+    step: str, config: PreprocessedConfig, quantize: Callable[[PreprocessedConfig], None]
+) -> dict[str, float]:
+    """``quantize(config)``; if that fails with pre-processing on, once more without it.
+
+    Returns ``{"preprocess_skipped": 1.0}`` when the retry was needed (a figure the variant records), else
+    nothing. A failure without pre-processing, or of the retry, is the step's failure.
+    """
+    try:
+        quantize(config)
+    except BuildError:
+        raise  # ours (no nodes to quantize, no calibration data): pre-processing is not the cause
+    except Exception as exc:
+        if not config.preprocess or is_programming_error(exc):
+            raise
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        logger.warning(
+            "%s: quantizing after ORT's pre-processing failed (%s); quantizing again without it "
+            "(preprocess: false; the variant records preprocess_skipped: 1)",
+            step,
+            reason[:300],
+        )
+        quantize(config.model_copy(update={"preprocess": False}))
+        return {"preprocess_skipped": 1.0}
+    return {}
 
 
 def _prepare(source: Path, config: QuantizeOrtDynamicConfig, scratch: Path) -> tuple[Path, list[str]]:
@@ -296,19 +336,26 @@ class QuantizeOrtStatic:
         config = expect_config(self.name, config, QuantizeOrtStaticConfig)
         path = onnx_output(self.name, artifact, workdir)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
-            prepared = (
-                preprocess(artifact.path, Path(scratch) / "prepared.onnx") if config.preprocess else artifact.path
-            )
-            reader = CalibrationReader.take(
-                context.calibration_inputs, _graph_inputs(prepared), config.calibration_samples
-            )
-            _quantize_static(prepared, path, config, reader)
+        samples: list[int] = []
+
+        def quantize(settings: QuantizeOrtStaticConfig) -> None:
+            with tempfile.TemporaryDirectory(prefix="wb-quantize-") as scratch:
+                prepared = (
+                    preprocess(artifact.path, Path(scratch) / "prepared.onnx") if settings.preprocess else artifact.path
+                )
+                reader = CalibrationReader.take(
+                    context.calibration_inputs, _graph_inputs(prepared), settings.calibration_samples
+                )
+                _quantize_static(prepared, path, settings, reader)
+                samples.append(reader.samples)
+
+        skipped = with_preprocess_fallback(self.name, config, quantize)
         model = onnx.load(str(path))
         figures = {
+            **skipped,
             "quantize_s": round(time.perf_counter() - started, 3),
             "size_ratio": round(path.stat().st_size / artifact.size_bytes, 4),
-            "calibration_samples": float(reader.samples),
+            "calibration_samples": float(samples[-1]),
             "calibration_held_out": float(context.calibration_held_out),
             "qdq_nodes": float(sum(node.op_type in QDQ_OPS for node in model.graph.node)),
             "quantized_nodes": float(count_qdq_quantized(model, config.op_types)),
