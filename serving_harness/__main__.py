@@ -63,6 +63,7 @@ _SETTING_FLAGS = {
     "max_queue_delay_us": "batching.max_queue_delay_us",
     "preferred_batch_sizes": "batching.preferred_batch_sizes",
     "max_queue_size": "limits.max_queue_size",
+    "max_request_rows": "limits.max_request_rows",
     "request_timeout_s": "limits.request_timeout_s",
     "max_body_bytes": "limits.max_body_bytes",
     "header_timeout_s": "limits.header_timeout_s",
@@ -495,6 +496,9 @@ def _add_setting_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-queue-delay-us", type=_setting("batching.max_queue_delay_us"))
     serve.add_argument("--preferred-batch-sizes", type=_sizes, help="comma-separated, e.g. 8,16")
     serve.add_argument("--max-queue-size", type=_setting("limits.max_queue_size"))
+    serve.add_argument(
+        "--max-request-rows", type=_setting("limits.max_request_rows"), help="rows one request may carry (413 above)"
+    )
     serve.add_argument("--request-timeout-s", type=_setting("limits.request_timeout_s"))
     serve.add_argument("--max-body-bytes", type=_setting("limits.max_body_bytes"))
     serve.add_argument(

@@ -457,7 +457,8 @@ def _compressed(payload: bytes, accept_encoding: bytes, headers: list[tuple[byte
 
 
 def _describe(model: ServedModel) -> dict[str, Any]:
-    """OIP model metadata, plus ``state`` (and ``reason`` when it failed to load)."""
+    """OIP model metadata, plus ``state`` (and ``reason`` when it failed to load), and for a model with a
+    batch axis ``max_request_rows``: the rows one request may carry (413 above)."""
     config = model.config
     doc: dict[str, Any] = {
         "name": config.name,
@@ -472,6 +473,8 @@ def _describe(model: ServedModel) -> dict[str, Any]:
         doc["platform"] = metadata.platform
         doc["inputs"] = [t.model_dump() for t in metadata.inputs]
         doc["outputs"] = [t.model_dump() for t in metadata.outputs]
+        if schema.batched:
+            doc["max_request_rows"] = model.max_request_rows
     doc["state"] = model.state.value
     if model.reason is not None:
         doc["reason"] = _public(model.reason)

@@ -115,6 +115,7 @@ def test_a_saturated_generator_is_flagged_and_the_user_told_to_add_workers(
     assert any("add Locust workers" in advice for advice in result.advice)
 
 
+@pytest.mark.slow  # a Locust master and two workers: ~10 s
 def test_distributed_mode_with_two_workers(
     sleepy_server: HarnessServer, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -144,6 +145,7 @@ def test_sla_search_converges_near_the_known_capacity(
     assert sum("sla_best" in m.flags for m in result.measurements) == 1
 
 
+@pytest.mark.slow  # a full served profile: ~20 s
 def test_measure_served_runs_the_harness_and_keeps_its_log(
     sleepy_artifact: Path, sleepy_settings: ServingConfig, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -192,6 +194,7 @@ def _kill_harness_once_load_runs(workdir: Path, spare: set[int]) -> None:
             os.kill(process.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # a CLI run against a live endpoint: ~17 s
 def test_workbench_load_measures_a_running_endpoint_and_writes_a_report(
     sleepy_server: HarnessServer, tmp_path: Path
 ) -> None:

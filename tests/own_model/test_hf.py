@@ -189,7 +189,8 @@ def test_token_classification_from_jsonl_is_scored_on_labelled_tokens(tmp_path: 
 
     frame = run.read_results()
     assert set(frame["status"]) == {"ok"}
-    assert frame["token_accuracy"].nunique() == 1  # the ONNX export scores as the torch model does
+    assert set(frame["metric"]) == {"token_accuracy"}
+    assert frame["accuracy"].nunique() == 1  # the ONNX export scores as the torch model does
     assert load_source_model(recipe.model).outputs[0].shape == (-1, -1, 2)
 
 

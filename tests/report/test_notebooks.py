@@ -27,6 +27,7 @@ def test_notebooks_are_stored_without_outputs() -> None:
                 assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: strip outputs"
 
 
+@pytest.mark.slow  # executes every notebook: ~25 s
 def test_notebooks_run_on_the_digits_example(tmp_path: Path, cache_dir: Path) -> None:
     pytest.importorskip("nbmake", reason="nbmake is in the dev extra: pip install -e '.[dev]'")
     env = {**os.environ, "WORKBENCH_REPORTS": str(tmp_path), "WORKBENCH_CACHE_DIR": str(cache_dir)}

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper
 from serving_harness.canary import CanarySplit
 from serving_harness.config import ServingConfig
 from serving_harness.model import ModelConfig
+from serving_harness.protocol.grpc_service import GrpcListener
 from serving_harness.protocol.rest import create_app
 from serving_harness.server import bind_socket, uvicorn_config
 
@@ -137,12 +138,16 @@ def running_server(
     canary: CanarySplit | None = None,
     version_label: bool = False,
     loop: str = "uvloop",
+    grpc_port: int | None = None,
 ) -> Iterator[str]:
-    """The real app under uvicorn (uvloop, httptools) in a thread on a free loopback port; yields its URL."""
+    """The real app under uvicorn (uvloop, httptools) in a thread on a free loopback port; yields its URL.
+
+    ``grpc_port`` (``free_port()``): the app serves gRPC there too, on the same loop."""
     settings = settings or ServingConfig()
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(models, settings, canary=canary, version_label=version_label)
+    grpc = None if grpc_port is None else GrpcListener(host="127.0.0.1", port=grpc_port)
+    app = create_app(models, settings, canary=canary, version_label=version_label, grpc=grpc)
     server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", loop=loop))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -14,7 +14,7 @@ import pytest
 
 from serving_harness.batcher import Batcher, InferOutcome
 from serving_harness.config import BatchingSettings, RuntimeSettings
-from serving_harness.errors import InferenceFailed, QueueFull, RequestTimeout
+from serving_harness.errors import InferenceFailed, PayloadTooLarge, QueueFull, RequestTimeout
 from serving_harness.runtimes.base import ModelMetadata
 
 T = TypeVar("T")
@@ -135,14 +135,74 @@ def test_requests_with_several_rows_get_their_own_rows_back() -> None:
         np.testing.assert_array_equal(outcome.outputs["y"], rows(int(start), count) * 2)
 
 
-def test_a_request_larger_than_max_batch_size_is_split_and_reassembled() -> None:
+def test_a_request_larger_than_max_batch_size_runs_whole_in_one_call() -> None:
     runtime = FakeRuntime()
-    batcher = make_batcher(runtime, max_batch_size=4, delay_us=1_000)
+    recorder = Recorder()
+    batcher = make_batcher(runtime, max_batch_size=4, delay_us=1_000, observer=recorder)
 
     outcome = run(lambda: batcher.infer({"x": rows(0, 10)}, 10))
 
-    assert sorted(b[0] for b in runtime.batches) == [2, 4, 4]
+    assert runtime.batches == [(10, 3)]
+    assert recorder.batch_rows == [10]
+    assert outcome.batch_size == 10
     np.testing.assert_array_equal(outcome.outputs["y"], rows(0, 10) * 2)
+
+
+def test_a_client_batch_at_max_batch_one_is_one_call() -> None:
+    runtime = FakeRuntime()
+    recorder = Recorder()
+    batcher = make_batcher(runtime, max_batch_size=1, observer=recorder)
+
+    outcome = run(lambda: batcher.infer({"x": rows(0, 16)}, 16))
+
+    assert runtime.batches == [(16, 3)]
+    assert recorder.batch_rows == [16]
+    np.testing.assert_array_equal(outcome.outputs["y"], rows(0, 16) * 2)
+
+
+def test_a_large_request_runs_alone_and_the_small_ones_around_it_merge() -> None:
+    runtime = FakeRuntime()
+    batcher = make_batcher(runtime, max_batch_size=4, delay_us=20_000)
+    sizes = [1, 6, 1, 1]
+    starts = np.cumsum([0, *sizes])
+
+    async def scenario() -> list[InferOutcome]:
+        calls = [batcher.infer({"x": rows(int(s), n)}, n) for s, n in zip(starts, sizes, strict=False)]
+        return await asyncio.gather(*calls)
+
+    outcomes = run(scenario)
+
+    assert sorted(b[0] for b in runtime.batches) == [3, 6]  # the small ones merged, the large one alone
+    for start, count, outcome in zip(starts, sizes, outcomes, strict=False):
+        np.testing.assert_array_equal(outcome.outputs["y"], rows(int(start), count) * 2)
+
+
+def test_a_request_over_max_request_rows_is_refused_before_any_work() -> None:
+    runtime = FakeRuntime()
+    instances = [runtime]
+    batching = BatchingSettings(max_batch_size=1)
+    batcher = Batcher(instances, input_names=["x"], batching=batching, max_queue_size=10, max_request_rows=8, name="m")
+
+    with pytest.raises(PayloadTooLarge, match=r"9 rows; model 'm' takes at most 8 rows per request") as refused:
+        run(lambda: batcher.infer({"x": rows(0, 9)}, 9))
+
+    assert refused.value.status_code == 413
+    assert runtime.batches == []
+    assert run(lambda: batcher.infer({"x": rows(0, 8)}, 8)).batch_size == 8  # at the limit: runs
+
+
+def test_the_queue_limit_counts_requests_not_rows() -> None:
+    runtime = FakeRuntime(delay_s=0.05)
+    batcher = make_batcher(runtime, max_batch_size=1, max_queue_size=2)
+
+    async def scenario() -> list[InferOutcome | BaseException]:
+        calls = [batcher.infer({"x": rows(0, 500)}, 500) for _ in range(3)]  # 1 running + 2 waiting
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = run(scenario)
+
+    assert all(isinstance(r, InferOutcome) for r in results)
+    assert runtime.batches == [(500, 3)] * 3
 
 
 def test_requests_with_different_non_batch_shapes_never_share_a_batch() -> None:

@@ -26,6 +26,7 @@ def _embed(artifact: Artifact, dataset: Dataset) -> dict[str, np.ndarray]:
     return {"embedding": np.concatenate([session.run(None, batch)[0] for batch in dataset.batches(32)])}
 
 
+@pytest.mark.slow  # exports and quantizes a 22M-parameter BERT: ~17 s
 def test_minilm_export_and_int8(
     minilm_source: SourceModel, minilm_dataset: Dataset, minilm_context: StepContext, tmp_path: Path
 ) -> None:

@@ -15,7 +15,9 @@ Served load is off (``load.enabled: false``); turn it on once the in-process num
 
 from __future__ import annotations
 
+import logging
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from workbench.errors import UsageError
 from workbench.registry import recipe_imports
 
 __all__ = ["StarterRecipe", "starter_recipe", "write_starter_recipe"]
+
+logger = logging.getLogger(__name__)
 
 RANDOM_SAMPLES = 64  # rows of random inputs when no data is given: enough for a fidelity check
 PROBE_ROWS = 8  # rows the model runs on to see what its outputs hold
@@ -104,17 +108,26 @@ def _onnx_model(model: str) -> tuple[dict[str, Any], tuple[TensorSpec, ...], Run
 
     from serving_harness.config import RuntimeSettings
     from serving_harness.runtimes.onnxruntime import OnnxRuntime
-    from workbench.models.onnx_source import check_tensors, onnx_schema
+    from workbench.models.onnx_source import check_tensors, onnx_schema, select_outputs
 
     path = Path(model).expanduser()
     if not path.is_file():
         raise UsageError(f"{model!r}: no such ONNX file")
     graph = onnx.load(str(path), load_external_data=False)
+    source: dict[str, Any] = {"source": "onnx", "path": model}
+    tensors = [o.name for o in graph.output if o.type.WhichOneof("value") == "tensor_type"]
+    if tensors and len(tensors) < len(graph.output):  # e.g. skl2onnx's ZipMap: keep the tensor outputs
+        logger.warning("%s: keeping only its tensor outputs (%s) with model.options.outputs", model, ", ".join(tensors))
+        graph = select_outputs(graph, tensors, "model.options.outputs")
+        source["options"] = {"outputs": tensors}
     check_tensors(graph, str(path))
     inputs, _, _ = onnx_schema(graph)
     runtime = OnnxRuntime()
-    runtime.load(path, RuntimeSettings(name="onnxruntime"))
-    return {"source": "onnx", "path": model}, inputs, runtime.infer
+    with tempfile.TemporaryDirectory(prefix="wb-init-") as scratch:
+        probe = Path(scratch) / "model.onnx"
+        onnx.save(graph, str(probe))
+        runtime.load(probe, RuntimeSettings(name="onnxruntime"))  # the session keeps what it needs in memory
+    return source, inputs, runtime.infer
 
 
 def _torch_model(factory: str, data: Path | None) -> tuple[dict[str, Any], tuple[TensorSpec, ...], Runner]:
