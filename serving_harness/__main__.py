@@ -302,8 +302,8 @@ def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
     import uvicorn
 
     from serving_harness.log import configure_logging
-    from serving_harness.protocol.rest import create_app
     from serving_harness.protocol.grpc_service import GrpcListener
+    from serving_harness.protocol.rest import create_app
     from serving_harness.server import _announce, _exit_quietly_after_signals, bind_socket, pick_port, uvicorn_config
 
     configure_logging(args.log_level)

@@ -38,7 +38,9 @@ def decompress(body: bytes, encoding: bytes | None, limit_bytes: int) -> bytes:
     if name == b"deflate":
         wbits = _ZLIB_WBITS if body[:1] == b"\x78" else _RAW_WBITS  # zlib streams start with 0x78
         return _inflate(body, wbits, limit_bytes, "deflate")
-    raise InvalidRequest(f"Content-Encoding {name.decode('latin-1')!r} is not supported; send gzip, deflate or identity")
+    raise InvalidRequest(
+        f"Content-Encoding {name.decode('latin-1')!r} is not supported; send gzip, deflate or identity"
+    )
 
 
 def _inflate(body: bytes, wbits: int, limit_bytes: int, name: str) -> bytes:

@@ -109,7 +109,9 @@ def _tensor_from_contents(
         array = _cast(name, np.array(values), OIP_TO_NUMPY[datatype], datatype)  # INT8 from int32: range checked
     count = math.prod(shape)
     if array.size != count:
-        raise InvalidRequest(f"input {name!r} has {array.size} elements in contents.{field}; shape {list(shape)} needs {count}")
+        raise InvalidRequest(
+            f"input {name!r} has {array.size} elements in contents.{field}; shape {list(shape)} needs {count}"
+        )
     return array.reshape(shape)
 
 

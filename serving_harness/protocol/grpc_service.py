@@ -97,8 +97,8 @@ async def start_grpc_server(harness: _Harness, listener: GrpcListener) -> grpc.a
         ("grpc.so_reuseport", int(listener.reuse_port)),  # off: a port in use is an error, not shared
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_InferenceService(harness), server)
-    health_pb2_grpc.add_HealthServicer_to_server(_HealthService(harness), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_InferenceService(harness), server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(_HealthService(harness), server)  # type: ignore[no-untyped-call]
     try:
         port = server.add_insecure_port(listener.address)
     except RuntimeError as exc:  # grpc's way of saying the bind failed
@@ -216,7 +216,7 @@ class _HealthService(health_pb2_grpc.HealthServicer):
     def __init__(self, harness: _Harness) -> None:
         self.harness = harness
 
-    def _status(self) -> int:
+    def _status(self) -> health_pb2.HealthCheckResponse.ServingStatus:
         return _SERVING if self.harness.is_ready() else _NOT_SERVING
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> health_pb2.HealthCheckResponse:

@@ -34,7 +34,28 @@ from workbench.sweep.runner import run_recipe
 
 pytest.importorskip("transformers")
 
-WORDS = "the a cat dog sat on mat runs fast slow good bad movie film great awful is was very not".split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "runs",
+    "fast",
+    "slow",
+    "good",
+    "bad",
+    "movie",
+    "film",
+    "great",
+    "awful",
+    "is",
+    "was",
+    "very",
+    "not",
+]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 SENTENCES = [
     "the cat sat on the mat",
@@ -226,12 +247,12 @@ def test_the_task_comes_from_the_config_architectures() -> None:
     assert task_from_config(["BertForSequenceClassification"], where="x") == "sequence-classification"
     assert task_from_config(["RobertaForTokenClassification"], where="x") == "token-classification"
     assert task_from_config(["BertModel"], where="x") == "feature-extraction"
-    with pytest.raises(UsageError, match="give model.task"):
+    with pytest.raises(UsageError, match="give model"):
         task_from_config(["BertForMaskedLM"], where="x")
 
 
 def test_a_directory_without_a_config_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="no config.json"):
+    with pytest.raises(UsageError, match=r"no config\.json"):
         load_source_model(ModelSpec(source="hf", path=str(tmp_path)))
 
 
@@ -255,15 +276,17 @@ def test_unknown_label_names_and_missing_columns_say_what_is_wrong(classifier: P
         load_dataset(DataSpec(source="text", path=str(data), label_column="label"), model)
     with pytest.raises(UsageError, match="no column 'review'"):
         load_dataset(DataSpec(source="text", path=str(data), text_column="review"), model)
-    with pytest.raises(UsageError, match="tokenizer.path"):
+    with pytest.raises(UsageError, match=r"tokenizer\.path"):
         load_dataset(DataSpec(source="text", path=str(data)), ModelSpec(source="onnx", path="m.onnx"))
 
 
 def test_word_labels_land_on_first_tokens_only(classifier: Path, tmp_path: Path) -> None:
     data = tmp_path / "tags.jsonl"
-    # "cats" is not in the vocabulary: it splits into [UNK] or sub-tokens; "the" is one token.
+    # [CLS] the cat [SEP] [PAD] [PAD]: the special tokens and the padding are not scored.
     data.write_text(json.dumps({"words": ["the", "cat"], "tags": [0, 1]}) + "\n")
-    spec = DataSpec(source="text", path=str(data), text_column="words", label_column="tags", tokenizer={"max_length": 6})
+    spec = DataSpec(
+        source="text", path=str(data), text_column="words", label_column="tags", tokenizer={"max_length": 6}
+    )
 
     dataset = load_dataset(spec, ModelSpec(source="hf", path=str(classifier)))
 

@@ -46,7 +46,7 @@ def served(models_dir: Path) -> Iterator[tuple[str, str]]:
 @contextlib.contextmanager
 def _stub(target: str) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
     with grpc.insecure_channel(target) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
+        yield pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 def _raw_request(model: str = "affine", x: np.ndarray = X) -> pb.ModelInferRequest:
@@ -121,10 +121,16 @@ def test_typed_contents_come_back_typed_and_raw_comes_back_raw(served: tuple[str
     typed = pb.ModelInferRequest(
         model_name="int64",
         id="req-7",
-        inputs=[Tensor(name="ids", datatype="INT64", shape=[1, 3], contents=pb.InferTensorContents(int64_contents=[1, 2, 3]))],
+        inputs=[
+            Tensor(
+                name="ids", datatype="INT64", shape=[1, 3], contents=pb.InferTensorContents(int64_contents=[1, 2, 3])
+            )
+        ],
     )
     raw = pb.ModelInferRequest(
-        model_name="int64", inputs=[Tensor(name="ids", datatype="INT64", shape=[1, 3])], raw_input_contents=[ids.tobytes()]
+        model_name="int64",
+        inputs=[Tensor(name="ids", datatype="INT64", shape=[1, 3])],
+        raw_input_contents=[ids.tobytes()],
     )
     with _stub(served[1]) as stub:
         typed_answer = stub.ModelInfer(typed)
@@ -140,7 +146,9 @@ def test_bytes_tensors_travel_typed_and_raw(served: tuple[str, str]) -> None:
     raw_words = b"".join(len(w).to_bytes(4, "little") + w for w in words)
     typed = pb.ModelInferRequest(
         model_name="text",
-        inputs=[Tensor(name="text", datatype="BYTES", shape=[3], contents=pb.InferTensorContents(bytes_contents=words))],
+        inputs=[
+            Tensor(name="text", datatype="BYTES", shape=[3], contents=pb.InferTensorContents(bytes_contents=words))
+        ],
     )
     raw = pb.ModelInferRequest(
         model_name="text", inputs=[Tensor(name="text", datatype="BYTES", shape=[3])], raw_input_contents=[raw_words]
@@ -166,8 +174,14 @@ def test_errors_keep_their_meaning_as_grpc_codes(served: tuple[str, str]) -> Non
         assert _code(lambda: stub.ModelInfer(_raw_request("nope"))) == grpc.StatusCode.NOT_FOUND
         assert _code(lambda: stub.ModelInfer(wrong_shape)) == grpc.StatusCode.INVALID_ARGUMENT
         assert _code(lambda: stub.ModelInfer(short)) == grpc.StatusCode.INVALID_ARGUMENT
-        assert _code(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="affine"))) == grpc.StatusCode.INVALID_ARGUMENT
-        assert _code(lambda: stub.ModelReady(pb.ModelReadyRequest(name="affine", version="9"))) == grpc.StatusCode.NOT_FOUND
+        assert (
+            _code(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name="affine")))
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert (
+            _code(lambda: stub.ModelReady(pb.ModelReadyRequest(name="affine", version="9")))
+            == grpc.StatusCode.NOT_FOUND
+        )
         assert _code(lambda: stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="affine"))) == (
             grpc.StatusCode.UNIMPLEMENTED
         )
@@ -195,7 +209,7 @@ def test_grpc_requests_are_counted_with_their_protocol(served: tuple[str, str]) 
 
 def test_health_service_says_serving(served: tuple[str, str]) -> None:
     with grpc.insecure_channel(served[1]) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
         for service in ("", "inference.GRPCInferenceService"):
             status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
             assert status == health_pb2.HealthCheckResponse.SERVING
@@ -212,12 +226,16 @@ def test_grpc_needs_the_bearer_token_where_rest_does(models_dir: Path) -> None:
         assert stub.ServerLive(pb.ServerLiveRequest()).live  # open, as /v2/health/live
         assert stub.ServerReady(pb.ServerReadyRequest()).ready
         for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", TOKEN),)):
-            assert _code(lambda m=metadata: stub.ModelInfer(_raw_request(), metadata=m)) == grpc.StatusCode.UNAUTHENTICATED
+            assert (
+                _code(lambda m=metadata: stub.ModelInfer(_raw_request(), metadata=m)) == grpc.StatusCode.UNAUTHENTICATED
+            )
             assert _code(lambda m=metadata: stub.ServerMetadata(pb.ServerMetadataRequest(), metadata=m)) == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
         # an unknown name is UNAUTHENTICATED too: a stranger learns no model name
-        assert _code(lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"))) == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            _code(lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"))) == grpc.StatusCode.UNAUTHENTICATED
+        )
         good = (("authorization", f"Bearer {TOKEN}"),)
         assert stub.ModelInfer(_raw_request(), metadata=good).raw_output_contents
         assert stub.ModelMetadata(pb.ModelMetadataRequest(name="affine"), metadata=good).name == "affine"
@@ -242,7 +260,11 @@ def test_grpc_rate_limit_is_resource_exhausted_with_retry_after(models_dir: Path
 
 def test_serve_command_serves_grpc_on_its_port(models_dir: Path) -> None:
     model, port = str(models_dir / "affine.onnx"), support.free_port()
-    with support.harness_process("--model", model, "--name", "affine", "--grpc-port", str(port)):
-        with _stub(f"127.0.0.1:{port}") as stub:
-            answer = stub.ModelInfer(_raw_request())
-    np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(2, 4), X + support.BIAS)
+    with (
+        support.harness_process("--model", model, "--name", "affine", "--grpc-port", str(port)),
+        _stub(f"127.0.0.1:{port}") as stub,
+    ):
+        answer = stub.ModelInfer(_raw_request())
+    np.testing.assert_array_equal(
+        np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(2, 4), X + support.BIAS
+    )

@@ -18,7 +18,7 @@ from workbench.recipe.spec import DataSpec, ModelSpec
 
 
 def test_the_bundled_examples_each_bring_model_and_data() -> None:
-    assert EXAMPLES.names() == ["digits", "minilm"]
+    assert EXAMPLES.names() == ["digits", "images", "minilm"]
     for name in EXAMPLES.names():
         example = get_example(name)
         assert callable(example.model) and callable(example.data)
@@ -40,7 +40,7 @@ def test_model_and_data_sources_look_up_the_same_registry(monkeypatch: pytest.Mo
 
 
 def test_an_unknown_example_lists_the_known_ones() -> None:
-    with pytest.raises(UsageError, match=r"unknown example 'mnist'; available: digits, minilm"):
+    with pytest.raises(UsageError, match=r"unknown example 'mnist'; available: digits, images, minilm"):
         get_example("mnist")
 
 

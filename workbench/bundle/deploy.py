@@ -35,6 +35,7 @@ OUTPUTS = {
     "service.yaml": "deploy/k8s/service.yaml",
     "hpa.yaml": "deploy/k8s/hpa.yaml",
     "inferenceservice.yaml": "deploy/kserve/inferenceservice.yaml",
+    "inferenceservice-grpc.yaml": "deploy/kserve/inferenceservice-grpc.yaml",  # KServe: one port per predictor
     "alerts.yaml": "monitoring/alerts.yaml",
     "dashboard.json": "monitoring/dashboard.json",
 }

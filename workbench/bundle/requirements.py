@@ -30,6 +30,8 @@ SERVING_REQUIREMENTS = (
     "prometheus-client",
     "pydantic",
     "cryptography",  # bundle signatures: serve|verify --trust
+    "grpcio",  # OIP v2 over gRPC (--grpc-port)
+    "protobuf",
 )
 
 

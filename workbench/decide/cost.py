@@ -8,6 +8,12 @@ meets the constraints; the *cheapest* is the one with the lowest cost per millio
 Example::
 
     table = cost_table(frame, {"latency_ms_p99": Bound(max=20)}, price_per_hour=0.34)
+
+A cluster run measures each variant on each hardware pool (its rows carry ``pool``); each pool has its own
+price, so ``pool_cost_table`` prices every row at its pool's price and answers "the cheapest pool and
+variant that meet the constraints"::
+
+    table = pool_cost_table(frame, constraints, {"cpu-small": 0.10, "cpu-large": 0.40})
 """
 
 from __future__ import annotations
@@ -18,9 +24,18 @@ import pandas as pd
 
 from workbench.decide.select import Mode, Objective, Term, rank
 from workbench.errors import UsageError
-from workbench.recipe.spec import Bound
+from workbench.recipe.spec import Bound, Recipe
 
-__all__ = ["COST_COLUMNS", "cost_per_million", "cost_table", "with_cost"]
+__all__ = [
+    "COST_COLUMNS",
+    "cheapest_on_pools",
+    "cost_per_million",
+    "cost_table",
+    "pool_cost_table",
+    "pool_prices",
+    "with_cost",
+    "with_pool_cost",
+]
 
 SECONDS_PER_HOUR = 3600.0
 COST_COLUMNS = (
@@ -81,3 +96,63 @@ def _fastest(
     ranking = rank(frame, constraints, quickest, mode=mode)
     feasible = ranking[ranking["feasible"]]
     return None if feasible.empty else str(feasible.iloc[0]["variant"])
+
+
+# ------------------------------------------------------------------------------------------------ hardware pools
+
+POOL_COST_COLUMNS = ("pool", *COST_COLUMNS[:-2], "cheapest")
+
+
+def pool_prices(recipe: Recipe) -> dict[str, float]:
+    """Each pool of ``cluster.targets`` that has a price: name → price per hour."""
+    targets = recipe.cluster.targets if recipe.cluster is not None else {}
+    return {name: pool.price_per_hour for name, pool in targets.items() if pool.price_per_hour is not None}
+
+
+def with_pool_cost(frame: pd.DataFrame, prices: Mapping[str, float]) -> pd.DataFrame:
+    """The rows measured on a priced pool, each with ``cost_per_million`` at its own pool's price."""
+    if frame.empty or "pool" not in frame:
+        return frame.iloc[0:0].assign(cost_per_million=pd.Series(dtype=float))
+    priced = frame[frame["pool"].isin(list(prices))]
+    if "throughput_items_per_s" not in priced:
+        return priced.assign(cost_per_million=pd.Series(float("nan"), index=priced.index, dtype=float))
+    pairs = zip(priced["pool"], priced["throughput_items_per_s"].fillna(0.0), strict=True)
+    costs = [cost_per_million(prices[str(pool)], float(items)) for pool, items in pairs]
+    return priced.assign(cost_per_million=pd.Series(costs, index=priced.index, dtype=float))
+
+
+def pool_cost_table(
+    frame: pd.DataFrame,
+    constraints: Mapping[str, Bound],
+    prices: Mapping[str, float],
+    *,
+    batch_size: int | None = None,
+    mode: Mode | None = None,
+) -> pd.DataFrame:
+    """One row per feasible variant × pool, each at its pool's price; cheapest first (``cheapest`` marks it)."""
+    cheapest = Objective((Term("cost_per_million", maximize=False),), batch_size=batch_size)
+    ranking = rank(with_pool_cost(frame, prices), constraints, cheapest, mode=mode)
+    rows = ranking[ranking["feasible"]] if not ranking.empty else ranking
+    if rows.empty:
+        return pd.DataFrame(columns=list(POOL_COST_COLUMNS))
+    rows = rows.assign(cheapest=rows["rank"] == 1)
+    return rows.reindex(columns=list(POOL_COST_COLUMNS)).reset_index(drop=True)
+
+
+def cheapest_on_pools(frame: pd.DataFrame, recipe: Recipe) -> dict[str, object] | None:
+    """The run summary's answer for a run over priced pools: the cheapest pool and variant that meet the
+    recipe's constraints, at the objective's batch size; None without priced pools or a feasible row."""
+    prices = pool_prices(recipe)
+    if not prices:
+        return None
+    table = pool_cost_table(frame, recipe.constraints, prices, batch_size=recipe.objective.batch_size)
+    if table.empty:
+        return None
+    best = table.iloc[0]
+    return {
+        "variant": str(best["variant"]),
+        "pool": str(best["pool"]),
+        "cost_per_million": round(float(best["cost_per_million"]), 6),
+        "price_per_hour": prices[str(best["pool"])],
+        "costs": {str(r["variant"]): round(float(r["cost_per_million"]), 6) for _, r in table.iterrows()},
+    }

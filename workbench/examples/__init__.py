@@ -2,6 +2,7 @@
 
 - ``digits``: a small CNN trained in seconds on scikit-learn's 8x8 digits; data: the held-out split.
 - ``minilm``: all-MiniLM-L6-v2 sentence embeddings (the ``[hf]`` extra); data: a fixed corpus of sentences.
+- ``images``: a tiny ResNet-style CNN on generated colour images; data: PNG files read as ``source: images``.
 
 ``source: example`` of the model (``workbench.models``) and of the data (``workbench.data``) both
 look up :data:`EXAMPLES`, so an example cannot have one without the other. Importing this package is
@@ -34,7 +35,7 @@ class Example:
     data: Callable[[DataSpec], Dataset]
 
 
-# Importing workbench.examples._bundled registers digits and minilm.
+# Importing workbench.examples._bundled registers digits, images and minilm.
 EXAMPLES: Registry[Example] = Registry("examples", builtins="workbench.examples._bundled")
 
 

@@ -1,3 +1,3 @@
 """Importing this module registers the bundled examples (``EXAMPLES`` imports it on first lookup)."""
 
-from workbench.examples import digits, minilm  # noqa: F401
+from workbench.examples import digits, images, minilm  # noqa: F401

@@ -65,6 +65,7 @@ class HarnessServer:
         log_path: Path,
         ready_timeout_s: float = READY_TIMEOUT_S,
         env: Mapping[str, str] | None = None,
+        grpc: bool = False,
     ) -> None:
         self.model_path = model_path
         self.settings = settings
@@ -73,6 +74,8 @@ class HarnessServer:
         self.ready_timeout_s = ready_timeout_s
         self.env = dict(env) if env is not None else None
         self.port: int | None = None
+        self.grpc = grpc  # also serve OIP v2 over gRPC, on a free port (grpc_target)
+        self.grpc_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,6 +83,11 @@ class HarnessServer:
         if self.port is None:
             raise RuntimeError("the server has not started")
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` of the gRPC server once started with ``grpc=True``, else None."""
+        return f"{HOST}:{self.grpc_port}" if self.grpc_port is not None else None
 
     @property
     def pid(self) -> int:
@@ -93,6 +101,7 @@ class HarnessServer:
             sys.executable, "-m", "serving_harness", "serve",
             "--model", str(self.model_path), "--name", self.name,
             "--host", HOST, "--port", "0", "--settings-json", settings_json,
+            *(["--grpc-port", "0"] if self.grpc else []),
         ]  # fmt: skip
 
     def start(self) -> HarnessServer:
@@ -143,7 +152,10 @@ class HarnessServer:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if self.grpc and "grpc_port" not in entry:
+                continue  # the log's listening line; the stdout line also names the gRPC port
             if entry.get("event") == "listening" or entry.get("message") == "listening":
+                self.grpc_port = entry.get("grpc_port")
                 return int(entry["port"])
         return None
 

@@ -115,8 +115,8 @@ def _onnx_model(model: str) -> tuple[dict[str, Any], tuple[TensorSpec, ...], Run
         raise UsageError(f"{model!r}: no such ONNX file")
     graph = onnx.load(str(path), load_external_data=False)
     source: dict[str, Any] = {"source": "onnx", "path": model}
-    tensors = [o.name for o in graph.output if o.type.WhichOneof("value") == "tensor_type"]
-    if tensors and len(tensors) < len(graph.output):  # e.g. skl2onnx's ZipMap: keep the tensor outputs
+    tensors = [o.name for o in graph.graph.output if o.type.WhichOneof("value") == "tensor_type"]
+    if tensors and len(tensors) < len(graph.graph.output):  # e.g. skl2onnx's ZipMap: keep the tensor outputs
         logger.warning("%s: keeping only its tensor outputs (%s) with model.options.outputs", model, ", ".join(tensors))
         graph = select_outputs(graph, tensors, "model.options.outputs")
         source["options"] = {"outputs": tensors}

@@ -10,7 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from serving_harness.config import ServingConfig
 from serving_harness.runtimes.base import TensorSpec
@@ -237,6 +247,11 @@ class LoadSpec(_Spec):
         "inlines a named profile, so a run records the profile it ran); none: the default closed loop.",
     )
     workers: int = Field(default=0, ge=0)
+    protocol: Literal["http", "grpc"] = Field(
+        default="http",
+        description="How the load reaches the server: OIP v2 over HTTP/REST or over gRPC (the same harness serves "
+        "both; run a recipe once per protocol to compare them).",
+    )
 
 
 class Bound(_Spec):
@@ -279,6 +294,27 @@ class CostSpec(_Spec):
     currency: str = Field(default="USD", description="Shown next to the figures.")
 
 
+class PoolSpec(_Spec):
+    """A hardware pool of a Ray cluster: the nodes that offer the custom resource ``pool:<name>``."""
+
+    price_per_hour: float | None = Field(default=None, gt=0, description="One node's price per hour (cost per 1M).")
+
+
+class ClusterSpec(_Spec):
+    """Where a cluster run measures (``workbench run --cluster``): each variant on each pool in ``targets``.
+
+    ``targets`` maps pool names to their price, or lists names only (``[cpu-small, cpu-large]``).
+    Empty: any node with a free ``measure`` slot, and variant ids stay those of a local run.
+    """
+
+    targets: dict[str, PoolSpec] = Field(default_factory=dict, description="pool name → {price_per_hour}.")
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _names_only(cls, targets: Any) -> Any:
+        return {name: {} for name in targets} if isinstance(targets, list | tuple) else targets
+
+
 class Recipe(_Spec):
     """A whole recipe, after ``extends:`` and ``--set`` are applied."""
 
@@ -300,3 +336,13 @@ class Recipe(_Spec):
     objective: ObjectiveSpec = ObjectiveSpec()
     export: ExportSpec = ExportSpec()
     cost: CostSpec | None = Field(default=None, description="Instance price: the report adds cost per 1M inferences.")
+    cluster: ClusterSpec | None = Field(default=None, description="Hardware pools of a cluster run.")
+
+    @model_serializer(mode="wrap")
+    def _no_empty_cluster(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A recipe without a cluster section dumps (and hashes) as it did before the section existed,
+        # so its earlier runs still resume.
+        data: dict[str, Any] = handler(self)
+        if self.cluster is None:
+            data.pop("cluster", None)
+        return data

@@ -104,6 +104,10 @@ class VariantRecord(_Model):
     build_s: float = 0.0
     quality: Quality | None = None
     measurements: list[Measurement] = Field(default_factory=list)
+    pool: str | None = Field(default=None, description="The cluster pool it was measured on (cluster.targets).")
+    environment: dict[str, Any] | None = Field(
+        default=None, description="The measuring node's fingerprint (a cluster run); None: the run's own."
+    )
 
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]

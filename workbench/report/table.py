@@ -41,6 +41,22 @@ def _variant_columns(run_id: str, record: VariantRecord) -> dict[str, Any]:
         "accuracy_drop_rel": quality.drop_rel if quality else None,
         "max_abs_diff": max((d["max_abs_diff"] for d in diffs), default=None),
         "nonfinite": sum(int(d["nonfinite"]) for d in diffs) if quality else None,
+        **_placement_columns(record),
+    }
+
+
+def _placement_columns(record: VariantRecord) -> dict[str, Any]:
+    """Where a cluster run measured the row: its pool and its node's hardware (nothing for a local run)."""
+    if record.pool is None and record.environment is None:
+        return {}
+    from workbench.report.history import hardware_fingerprint, hardware_label  # cluster runs only pay for it
+
+    found = record.environment or {}
+    return {
+        "pool": record.pool,
+        "hardware": hardware_fingerprint(found) if found else None,
+        "hardware_label": hardware_label(found) if found else None,
+        "node": (found.get("platform") or {}).get("hostname"),
     }
 
 

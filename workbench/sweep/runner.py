@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving_harness.config import RuntimeSettings, ServingConfig
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
@@ -35,6 +35,7 @@ from workbench import __version__
 from workbench.artifact import DEFAULT_RUNTIME, Artifact, recorded_path
 from workbench.data import Arrays, Dataset, arrays_digest, load_dataset
 from workbench.data.metrics import compare_outputs, resolve_metric
+from workbench.decide.cost import cheapest_on_pools
 from workbench.decide.select import select_best
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError, is_programming_error
 from workbench.host import environment
@@ -57,7 +58,10 @@ from workbench.steps.base import STEPS, StepContext
 from workbench.sweep.cache import build
 from workbench.sweep.quality import Reference, quality_check, run_dataset, score
 from workbench.sweep.space import Variant, expand, with_runtime
-from workbench.sweep.strategies import make_search
+from workbench.sweep.strategies import Search, make_search
+
+if TYPE_CHECKING:
+    from workbench.sweep.executors import Executor
 
 logger = logging.getLogger(__name__)
 CALIBRATION_LIMIT = 512  # held-out samples handed to static quantization (its calibration_samples picks)
@@ -92,9 +96,11 @@ def run_recipe(
     reports: Path | str = "reports",
     resume: bool | str = False,
     hook: ProgressHook | None = None,
+    cluster: str | None = None,
 ) -> RunDir:
     """Run a recipe end to end and return its run folder. ``resume`` is True (the newest
-    unfinished run of this exact recipe) or a run reference.
+    unfinished run of this exact recipe) or a run reference. ``cluster`` runs the variants as Ray
+    tasks (``local:N``, ``ray://host:port``, ``auto``; see ``workbench.sweep.executors``); None: here.
 
     A run that ends any other way than ``complete`` raises (after recording ``failed`` or
     ``interrupted``); resuming a complete run changes nothing and returns it. Raises UsageError
@@ -110,7 +116,7 @@ def run_recipe(
             done = len(run.read_variants())
             notify("plan", {"total": done, "done": done, "run": run, "complete": True})
             return run
-        _sweep(run, recipe, notify)
+        _sweep(run, recipe, notify, cluster)
         return finalize(run, recipe)
 
 
@@ -118,9 +124,11 @@ def _ignore(event: str, payload: dict[str, Any]) -> None:
     """The hook when the caller gives none."""
 
 
-def _sweep(run: RunDir, recipe: Recipe, notify: ProgressHook) -> None:
+def _sweep(run: RunDir, recipe: Recipe, notify: ProgressHook, cluster: str | None = None) -> None:
     """Evaluate every variant the search asks for that the run has not finished yet."""
-    variants = expand(recipe)
+    from workbench.sweep.executors import on_pools, open_executor  # the executors import this module
+
+    variants = on_pools(expand(recipe), recipe)
     search = make_search(recipe, variants)
     finished = {record.variant: record for record in run.read_variants()}
     for earlier in variants:  # replay what an interrupted run already measured
@@ -129,12 +137,28 @@ def _sweep(run: RunDir, recipe: Recipe, notify: ProgressHook) -> None:
     done = len(finished.keys() & {v.id for v in variants})
     notify("plan", {"total": search.budget, "done": done, "run": run, "complete": False})
     workspace = replace(_prepare(recipe), run_path=run.path, profile=_load_profile(recipe))
-    while (variant := search.ask()) is not None:
-        notify("variant", {"id": variant.id})
-        record = evaluate_variant(variant, workspace)
-        run.write_variant(record)
-        search.tell(variant, record)
-        notify("done", {"record": record})
+    with open_executor(cluster, workspace) as executor:
+        _drive(search, executor, run, notify, done)
+
+
+def _drive(search: Search, executor: Executor, run: RunDir, notify: ProgressHook, done: int) -> None:
+    """Keep the executor's slots full with what the search asks for, within its budget (``done`` variants
+    already count), and record each variant as it finishes. Locally one slot: ask, evaluate, write, tell."""
+    in_flight = 0
+    while True:  # bounded: each pass submits or collects at least one variant of a finite budget
+        while in_flight < executor.slots and done + in_flight < search.budget:
+            if (variant := search.ask()) is None:
+                break
+            notify("variant", {"id": variant.id})
+            executor.submit(variant)
+            in_flight += 1
+        if not in_flight:
+            return
+        for variant, record in executor.finished():
+            run.write_variant(record)
+            search.tell(variant, record)
+            notify("done", {"record": record})
+            in_flight, done = in_flight - 1, done + 1
 
 
 @contextmanager
@@ -298,6 +322,21 @@ def _load_runtime(artifact: Artifact, settings: ServingConfig) -> Runtime:
 
 def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
     """Build, score and measure one variant; failures come back as a failed record."""
+    built = build_variant(variant, workspace)
+    return built if isinstance(built, VariantRecord) else measure_built(built, workspace)
+
+
+@dataclass(frozen=True)
+class Built:
+    """A variant whose build succeeded: its artifact, its serving settings, and the record fields so far."""
+
+    base: dict[str, Any]
+    artifact: Artifact
+    settings: ServingConfig
+
+
+def build_variant(variant: Variant, workspace: Workspace) -> Built | VariantRecord:
+    """Build one variant (cached); a failed build comes back as its failed record."""
     base: dict[str, Any] = {
         "variant": variant.id,
         "pipeline": variant.pipeline,
@@ -327,8 +366,14 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
         build_figures=artifact.figures,
         build_s=build_s,
     )
+    return Built(base, artifact, settings)
+
+
+def measure_built(built: Built, workspace: Workspace) -> VariantRecord:
+    """Score and measure a built variant; failures come back as a failed record."""
+    base, variant = built.base, built.base["variant"]
     try:
-        return _score_and_measure(base, artifact, settings, workspace)
+        return _score_and_measure(base, built.artifact, built.settings, workspace)
     except WorkbenchError as exc:
         if stops_the_run(exc):
             raise
@@ -336,7 +381,7 @@ def evaluate_variant(variant: Variant, workspace: Workspace) -> VariantRecord:
     except Exception as exc:  # a runtime crash on this variant (ORT, torch): record it, keep sweeping
         if stops_the_run(exc):
             raise
-        logger.debug("variant %s crashed", variant.id, exc_info=True)
+        logger.debug("variant %s crashed", variant, exc_info=True)
         return VariantRecord(
             **base, status="failed", reason=f"{type(exc).__name__}: {exc}"[:200], error=traceback.format_exc()
         )
@@ -424,6 +469,7 @@ def _served(
         model_name=workspace.recipe.model.name or workspace.recipe.name,
         workdir=workdir,
         workers=workspace.recipe.load.workers,
+        protocol=workspace.recipe.load.protocol,
     )
     details = {"variant": variant, "profile": profile.model_dump(mode="json"), **result.details()}
     _paths_relative_to_run(details, run.path)
@@ -470,6 +516,8 @@ def finalize(run: RunDir, recipe: Recipe) -> RunDir:
         if best
         else {"best": None, "reason": "no variant met every constraint"}
     )
+    if recipe.cluster is not None and (cheapest := cheapest_on_pools(frame, recipe)) is not None:
+        summary["cheapest"] = cheapest  # the pool and variant that meet the constraints for the least per 1M
     run.set_status("complete", summary)
     run.write_markdown(render_markdown(run.read_envelope(), frame, records))
     try:

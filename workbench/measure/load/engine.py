@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -72,6 +72,7 @@ from workbench.recipe.profiles import (
 __all__ = ["ServedResult", "ServedStep", "Target", "measure_endpoint", "measure_served", "run_profile"]
 
 logger = logging.getLogger(__name__)
+Protocol = Literal["http", "grpc"]
 
 POLL_S = 0.1  # the workbench shares the machine with the generator: it wakes rarely and does little
 FLUSH_SLACK_NS = 300_000_000  # records reach the files within 100 ms of the response; wait a bit more
@@ -87,11 +88,15 @@ SATURATED_ADVICE = (
 
 @dataclass(frozen=True)
 class Target:
-    """An OIP v2 endpoint and model; ``server`` when it is our harness (checked and sampled)."""
+    """An OIP v2 endpoint and model; ``server`` when it is our harness (checked and sampled).
+
+    ``grpc_target`` (``host:port``): send the load over gRPC there; ``url`` still answers ``/metrics``.
+    """
 
     url: str
     model: str
     server: HarnessServer | None = None
+    grpc_target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,16 +143,19 @@ def measure_served(
     workdir: Path,
     workers: int = 0,
     env: Mapping[str, str] | None = None,
+    protocol: Protocol = "http",
 ) -> ServedResult:
-    """Serve ``artifact_path`` with ``settings`` on a free loopback port and run ``profile`` against it.
+    """Serve ``artifact_path`` with ``settings`` on a free loopback port and run ``profile`` against it,
+    over ``protocol`` (``grpc``: the same server also serves gRPC, and the load goes there).
 
     Raises MeasurementError (with the server's log tail) when the server dies or never gets ready.
     """
     spec = load_profile(profile)
     payloads = write_payloads(dataset_batches(dataset, spec.batch_size), workdir / "payloads", binary=spec.binary)
     log_path = workdir / "server.log"
-    with HarnessServer(artifact_path, settings, name=model_name, log_path=log_path, env=env) as server:
-        target = Target(url=server.url, model=model_name, server=server)
+    grpc = protocol == "grpc"
+    with HarnessServer(artifact_path, settings, name=model_name, log_path=log_path, env=env, grpc=grpc) as server:
+        target = Target(url=server.url, model=model_name, server=server, grpc_target=server.grpc_target)
         result = run_profile(target, spec, payloads, workdir=workdir, workers=workers)
     return replace(result, server_log=log_path)
 
@@ -414,9 +422,10 @@ class _StepRun:
         self.folder.mkdir(parents=True)
         config_path.write_text(_json(self._config()))
         users = self.plan.users if self.plan.loop == "closed" else self._schedulers()
+        user_class = "ClosedLoopUser" if self.plan.loop == "closed" else "OpenLoopUser"
         return LocustRun(
             host=self.session.target.url,
-            user_class="ClosedLoopUser" if self.plan.loop == "closed" else "OpenLoopUser",
+            user_class=("Grpc" + user_class) if self.session.target.grpc_target else user_class,
             users=users,
             run_time_s=math.ceil(self._max_s() + self.drain_s + 15),
             config_path=config_path,
@@ -437,6 +446,8 @@ class _StepRun:
         plan, profile, folder = self.plan, self.profile, self.folder
         return {
             "infer_path": f"/v2/models/{self.session.target.model}/infer",
+            "model": self.session.target.model,
+            "grpc_target": self.session.target.grpc_target,
             "payload_bin": str(self.session.payloads.bin),
             "payload_index": str(self.session.payloads.index),
             "records_dir": str(folder / "records"),

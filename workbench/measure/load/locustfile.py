@@ -1,13 +1,15 @@
 """The Locust side of a load step: OIP v2 users built on ``FastHttpUser``. Runs only inside Locust.
 
 The workbench starts ``python -m locust -f this_file ClosedLoopUser|OpenLoopUser --headless ...``
+(``GrpcClosedLoopUser|GrpcOpenLoopUser`` for ``load.protocol: grpc``: the same loops and records, each
+request an OIP v2 ``ModelInfer`` call to ``grpc_target``, see ``wire_grpc``)
 (standalone, or one master and N workers) with ``WORKBENCH_LOAD_CONFIG`` naming a JSON file::
 
     {"infer_path": "/v2/models/digits/infer", "payload_bin": ..., "payload_index": ...,
      "records_dir": ..., "done_dir": ..., "stop_file": ..., "loop": "closed" | "open",
      "rate_rps": 100.0, "end_rps": null, "hold_s": 1.0, "ramp_s": 6.0, "arrival": "poisson", "schedulers": 1,
      "max_duration_s": 9.0, "max_in_flight": 64, "request_timeout_s": 10.0, "drain_s": 3.0, "seed": 0,
-     "transport": "wire" | "locust", "blocking_socket": false}
+     "transport": "wire" | "locust", "blocking_socket": false, "model": "digits", "grpc_target": "127.0.0.1:8001"}
 
 Every request appends one ``wire.RECORD_STRUCT`` record to ``records_dir/<pid>.bin`` (flushed every
 100 ms); the workbench reads them as the step runs. When ``stop_file`` appears (or ``max_duration_s``
@@ -31,6 +33,7 @@ from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from workbench.measure.load.wire import FLAG_WAITED_FOR_SLOT, RECORD_STRUCT, Kind, arrival_offsets_ns, kind_of_status
+from workbench.measure.load.wire_grpc import GrpcWire, grpc_request
 from workbench.measure.load.wire_http import HttpError, WireConnection, encode_request
 
 CONFIG_ENV = "WORKBENCH_LOAD_CONFIG"
@@ -153,7 +156,7 @@ class _OipUser(FastHttpUser):
         """One infer request; its record is written when the response has been read."""
         index = self.next_payload
         self.next_payload = (index + 1) % len(self.payloads)
-        start_ns, end_ns, kind, size = self._wire(index) if self.wire else self._locust(index)
+        start_ns, end_ns, kind, size = self._exchange(index)
         if not self.discard:
             self.recorder.add(intended_ns, start_ns, end_ns, kind, flags)
         if self.wire:  # keep Locust's own summary meaningful; fired after the clock stopped
@@ -161,6 +164,10 @@ class _OipUser(FastHttpUser):
                 request_type="POST", name="infer", response_time=(end_ns - start_ns) / 1e6, response_length=size,
                 exception=None if kind is Kind.OK else RuntimeError(kind.label), context={},
             )  # fmt: skip
+
+    def _exchange(self, index: int) -> tuple[int, int, Kind, int]:
+        """Send payload ``index`` and read the answer: (start ns, end ns, kind, answer bytes)."""
+        return self._wire(index) if self.wire else self._locust(index)
 
     def _wire(self, index: int) -> tuple[int, int, Kind, int]:
         connection = (
@@ -224,6 +231,26 @@ class ClosedLoopUser(_OipUser):
         self.finish()
 
 
+class _GrpcMixin(_OipUser):
+    """The OIP v2 gRPC transport in place of HTTP (``load.protocol: grpc``); timings and records as HTTP's."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.wire = True  # our own transport: send() fires Locust's request event itself
+        requests = [grpc_request(CONFIG["model"], body, headers) for body, headers in self.payloads]
+        self.grpc = GrpcWire(CONFIG["grpc_target"], requests, float(CONFIG["request_timeout_s"]))
+
+    def _exchange(self, index: int) -> tuple[int, int, Kind, int]:
+        return self.grpc.call(index)
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.grpc.close()
+        super().finish()
+
+
 class OpenLoopUser(_OipUser):
     """Open loop: one scheduler per process sends at the intended instants of its share of the rate;
     at most ``max_in_flight`` requests are in flight (a late one still counts from its intended instant)."""
@@ -285,3 +312,15 @@ class OpenLoopUser(_OipUser):
         for due_ns in left.values():
             self.recorder.add(due_ns, due_ns, now, Kind.UNFINISHED)
         pool.kill(block=False)
+
+
+class GrpcClosedLoopUser(_GrpcMixin, ClosedLoopUser):
+    """ClosedLoopUser over gRPC."""
+
+    abstract = False
+
+
+class GrpcOpenLoopUser(_GrpcMixin, OpenLoopUser):
+    """OpenLoopUser over gRPC."""
+
+    abstract = False
