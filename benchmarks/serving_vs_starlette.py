@@ -195,22 +195,36 @@ def _report(figures: Figures, args: argparse.Namespace) -> None:
     print("| server | c1 req/s | c1 p99 ms | c32 req/s | c32 p99 ms |")
     print("|---|---|---|---|---|")
     for name in (BARE, OFF, ON):
-        cells = []
-        for c in CONCURRENCIES:
-            rps, p99 = _median(figures, (name, c), 0), _median(figures, (name, c), 1)
-            ratio = "" if name == BARE else f" ({rps / _median(figures, (BARE, c), 0):.2f}x)"
-            p99_ratio = "" if name == BARE else f" ({p99 / _median(figures, (BARE, c), 1):.2f}x)"
-            cells += [f"{rps:,.0f}{ratio}", f"{p99:.2f}{p99_ratio}"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(_cells(figures, name)) + " |")
     print()
     for (name, c), goal in THROUGHPUT_TARGETS.items():
-        ratio = _median(figures, (name, c), 0) / _median(figures, (BARE, c), 0)
-        print(f"{name}, c{c}: throughput {ratio:.2f}x the bare route (target >= {goal}x): {_verdict(ratio >= goal)}")
+        rps_ratio = _ratio(figures, name, c, 0)
+        print(f"{name}, c{c}: throughput {rps_ratio:.2f}x the bare route (target >= {goal}x): "
+              f"{_verdict(rps_ratio >= goal)}")  # fmt: skip
     for (name, c), goal in P99_TARGETS.items():
-        ratio = _median(figures, (name, c), 1) / _median(figures, (BARE, c), 1)
-        print(f"{name}, c{c}: p99 {ratio:.2f}x the bare route's (target <= {goal}x): {_verdict(ratio <= goal)}")
+        p99_ratio = _ratio(figures, name, c, 1)
+        print(f"{name}, c{c}: p99 {p99_ratio:.2f}x the bare route's (target <= {goal}x): {_verdict(p99_ratio <= goal)}")
     raw = {f"{name} c{c}": [[round(r), round(p, 3)] for r, p in samples] for (name, c), samples in figures.items()}
     print(json.dumps({"per_round_rps_p99_ms": raw}))
+
+
+def _ratio(figures: Figures, name: str, connections: int, index: int) -> float:
+    """A server's median figure (index 0: req/s, 1: p99) over the bare route's, same connections."""
+    return _median(figures, (name, connections), index) / _median(figures, (BARE, connections), index)
+
+
+def _cells(figures: Figures, name: str) -> list[str]:
+    cells = []
+    for c in CONCURRENCIES:
+        rps, p99_ms = _median(figures, (name, c), 0), _median(figures, (name, c), 1)
+        if name == BARE:
+            cells += [f"{rps:,.0f}", f"{p99_ms:.2f}"]
+        else:
+            cells += [
+                f"{rps:,.0f} ({_ratio(figures, name, c, 0):.2f}x)",
+                f"{p99_ms:.2f} ({_ratio(figures, name, c, 1):.2f}x)",
+            ]
+    return cells
 
 
 def _verdict(met: bool) -> str:

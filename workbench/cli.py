@@ -80,6 +80,20 @@ def run(
             "--load.workers", help="Locust worker processes (0: one local runner). Same as --set load.workers=N."
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run the variants as Ray tasks: local:N (a local N-node cluster), ray://host:port, or auto. "
+            "Needs the [ray] extra.",
+        ),
+    ] = None,
+    targets: Annotated[
+        str | None,
+        typer.Option(
+            "--targets", help="Hardware pools to measure every variant on: cpu-small,cpu-large (cluster.targets)."
+        ),
+    ] = None,
     reports: ReportsOpt = Path("reports"),
 ) -> None:
     """Build, check and measure every variant of RECIPE; write a report and print the table.
@@ -100,16 +114,30 @@ def run(
         overrides.append(f"load.enabled={str(served).lower()}")
     if load_workers is not None:
         overrides.append(f"load.workers={load_workers}")
+    if targets is not None:  # the recipe's prices for the pools it names, none for the others
+        overrides.append(f"cluster.targets={_targets_override(recipe, overrides, targets)}")
     spec = load_recipe(recipe, overrides)
     opened: dict[str, Any] = {}  # the run, once the runner has opened it (for the interrupt message)
     try:
         with _progress() as progress:
             hook = _progress_hook(progress, opened)
-            run_dir = run_recipe(spec, reports=reports, resume=run_ref or resume, hook=hook)
+            run_dir = run_recipe(spec, reports=reports, resume=run_ref or resume, hook=hook, cluster=cluster)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (RunTerminated): the run is marked interrupted
         err.print(_interrupted_message(recipe, opened.get("run"), reports), highlight=False, soft_wrap=True)
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     _show_run(run_dir.path)
+
+
+def _targets_override(recipe: Path, overrides: list[str], targets: str) -> str:
+    """``--targets a,b`` as a cluster.targets value (JSON, which the override reads as YAML), keeping prices."""
+    from workbench.recipe.loader import load_recipe
+
+    names = [name.strip() for name in targets.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--targets: name at least one pool, e.g. --targets cpu-small,cpu-large")
+    known = load_recipe(recipe, overrides).cluster
+    pools = known.targets if known is not None else {}
+    return json.dumps({name: pools[name].model_dump() if name in pools else {} for name in names})
 
 
 def _interrupted_message(recipe: Path, run_dir: Any, reports: Path) -> str:
@@ -321,11 +349,16 @@ def init_command(
 
 
 @app.command()
-def doctor() -> None:
-    """What is installed, CPU flags, GPU or not, and which extras work."""
-    from workbench.doctor import doctor_table, required_ok, run_checks
+def doctor(
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Also list a Ray cluster's nodes and pools: local:N, ray://host:port, auto."),
+    ] = None,
+) -> None:
+    """What is installed, CPU flags, GPU or not, and which extras work (and a cluster's nodes)."""
+    from workbench.doctor import cluster_checks, doctor_table, required_ok, run_checks
 
-    checks = run_checks()
+    checks = run_checks() + (cluster_checks(cluster) if cluster else [])
     console.print(doctor_table(checks))
     if not required_ok(checks):
         raise typer.Exit(1)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
@@ -23,7 +24,10 @@ from rich.table import Table
 from workbench.host import cpu_flags
 from workbench.paths import CACHE_ENV, cache_dir
 
-__all__ = ["Check", "doctor_table", "required_ok", "run_checks"]
+if TYPE_CHECKING:
+    from workbench.sweep.executors.ray import NodeInfo
+
+__all__ = ["Check", "cluster_checks", "doctor_table", "required_ok", "run_checks"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,3 +245,39 @@ _CHECKS: tuple[Callable[[], Check], ...] = (
     _check_gpu_onnxruntime,
     _check_gpu_torch_tensorrt,
 )
+
+
+# ------------------------------------------------------------------------------------------------------- cluster
+
+RAY_HINT = "pip install -e '.[ray]' (on the driver and on every node)"
+
+
+def cluster_checks(cluster: str) -> list[Check]:
+    """The Ray cluster ``cluster`` (``local:N`` starts one for the look): one check for the cluster, one per node.
+
+    Informational (``required`` False): a run without ``--cluster`` needs none of it.
+    """
+    if not _installed("ray"):
+        return [Check("cluster", False, "ray is not installed", RAY_HINT, required=False)]
+    from workbench.sweep.executors.ray import cluster_nodes, connected
+
+    try:
+        with connected(cluster):
+            nodes = cluster_nodes()
+    except Exception as exc:  # an unreachable or broken cluster is a finding, not a crash
+        return [
+            Check("cluster", False, f"{cluster}: {exc}", "check the address and that the head is up", required=False)
+        ]
+    slots = sum(node.measure_slots for node in nodes)
+    hint = 'start each node with --resources=\'{"measure": 1, "pool:NAME": 1}\''
+    summary = Check("cluster", slots >= 1, f"{cluster}: {len(nodes)} node(s), {slots:g} measure slot(s)", hint, False)
+    return [summary, *(_node_check(node) for node in nodes)]
+
+
+def _node_check(node: NodeInfo) -> Check:
+    role = "head" if node.head else "worker"
+    pools = ", ".join(node.pools) or "none"
+    detail = f"{node.cpus:g} CPU, measure {node.measure_slots:g}, pools: {pools}"
+    return Check(
+        f"node {node.address} ({role})", node.measure_slots >= 1, detail, "no measure slot: builds only", False
+    )

@@ -4,7 +4,8 @@ Shapes as Triton answers them, so ``tritonclient``'s ``get_model_config``,
 ``get_inference_statistics`` and ``get_model_repository_index`` (and tools built on them, such as
 perf_analyzer and model_analyzer) read them unchanged:
 
-- configuration (``GET /v2/models/{m}/config``): ``max_batch_size`` is the batcher's when the model has
+- configuration (``GET /v2/models/{m}/config``): ``max_batch_size`` is ``limits.max_request_rows`` (the
+  rows one request may carry; the batcher's merge cap is not a client's concern) when the model has
   a batch axis (``dims`` then leave it out) and 0 when it has none (``dims`` are the whole shape);
   ``dynamic_batching`` appears when batching is on; ``instance_group`` counts the instances (threads),
   ``KIND_GPU`` when the runtime runs on CUDA.
@@ -43,7 +44,7 @@ def model_configuration(model: ServedModel) -> dict[str, Any]:
         "platform": metadata.platform if metadata is not None else "",
         "backend": _BACKENDS[settings.runtime.name],
         "version_policy": {"specific": {"versions": [model.config.version]}},
-        "max_batch_size": settings.batching.max_batch_size if batched else 0,
+        "max_batch_size": model.max_request_rows if batched else 0,  # what one request may carry
         "input": [_tensor(t, batched) for t in (metadata.inputs if metadata else ())],
         "output": [_tensor(t, batched) for t in (metadata.outputs if metadata else ())],
         "instance_group": [{"name": model.config.name, "kind": _kind(model), "count": settings.instances}],

@@ -42,7 +42,7 @@ def test_model_config_reads_back_through_tritonclient(url: str) -> None:
     config = client.get_model_config("double")
     client.close()
     assert config["name"] == "double" and config["backend"] == "onnxruntime"
-    assert config["max_batch_size"] == 8
+    assert config["max_batch_size"] == LimitsSettings().max_request_rows  # per request, not the batcher's 8
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}]  # no batch axis in dims
     assert config["output"] == [{"name": "y", "data_type": "TYPE_FP32", "dims": [4]}]
     assert config["dynamic_batching"] == {"preferred_batch_size": [4], "max_queue_delay_microseconds": 300}

@@ -51,7 +51,7 @@ def test_limit_keeps_the_rest_for_calibration() -> None:
 def test_example_data_for_a_non_example_model_needs_a_name(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"needs data\.name"):
         load_dataset(DataSpec(), TORCH_MODEL, tmp_path)
-    with pytest.raises(UsageError, match="available: digits, minilm"):
+    with pytest.raises(UsageError, match="available: digits, images, minilm"):
         load_dataset(DataSpec(name="cifar"), TORCH_MODEL, tmp_path)
 
 

@@ -156,7 +156,7 @@ def test_onnx_source_rejects_missing_and_broken_files(tmp_path: Path) -> None:
 
 
 def test_unknown_example_lists_the_examples(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="available: digits, minilm"):
+    with pytest.raises(UsageError, match="available: digits, images, minilm"):
         load_source_model(ModelSpec(source="example", name="mnist"), tmp_path)
 
 

@@ -84,16 +84,42 @@ def _node_args(index: int, pools: Sequence[str]) -> dict[str, Any]:
 
 @contextmanager
 def local_cluster(nodes: int, pools: Sequence[str] = ()) -> Iterator[Cluster]:
-    """A Ray cluster of ``nodes`` nodes on 127.0.0.1 (node i in pool ``pools[i % len]``), shut down after."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # loopback only: no usage report leaves the machine
-    cluster = Cluster(initialize_head=True, head_node_args=_node_args(0, pools))
+    """A Ray cluster of ``nodes`` nodes on 127.0.0.1 (node i in pool ``pools[i % len]``), shut down after.
+
+    While it runs, this process (and what it starts) connects over loopback only: see ``_loopback_only``.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+    with _loopback_only():
+        cluster = Cluster(initialize_head=True, head_node_args=_node_args(0, pools))
+        try:
+            for index in range(1, nodes):
+                cluster.add_node(**_node_args(index, pools))
+            cluster.wait_for_nodes()
+            yield cluster
+        finally:
+            cluster.shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep a local cluster on 127.0.0.1. Ray rewrites a loopback address to the machine's network address
+    (``resolve_ip_for_localhost``) unless it believes multi-machine clusters are off, which is what its
+    setting RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 says: read from the constant here, and from the variable in
+    the processes Ray starts."""
+    from ray._private import ray_constants  # no public switch for this
+
+    saved_env = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        for index in range(1, nodes):
-            cluster.add_node(**_node_args(index, pools))
-        cluster.wait_for_nodes()
-        yield cluster
+        yield
     finally:
-        cluster.shutdown()  # type: ignore[no-untyped-call]
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
 
 
 @contextmanager
