@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="trials per side (one per round when interleaved)")
     parser.add_argument("--trial-s", type=float, default=0.1)
     parser.add_argument("--mode", choices=["interleaved", "sequential", "both"], default="both")
-    parser.add_argument("--rule", action="append", help=f"a gate rule (repeatable; default {', '.join(RULES)})".replace("%", "%%"))
+    parser.add_argument(
+        "--rule", action="append", help=f"a gate rule (repeatable; default {', '.join(RULES)})".replace("%", "%%")
+    )
     parser.add_argument("--error-control", choices=["holm", "bh", "none"], default="holm")
     args = parser.parse_args()
     modes = ["interleaved", "sequential"] if args.mode == "both" else [args.mode]

@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--trial-s", type=float, default=0.1)
     parser.add_argument("--extra", type=float, nargs="+", default=[0.15, 0.05], help="extra work per call, shares")
     parser.add_argument("--mode", choices=["interleaved", "sequential", "both"], default="both")
-    parser.add_argument("--rule", action="append", help=f"a gate rule (repeatable; default {', '.join(RULES)})".replace("%", "%%"))
+    parser.add_argument(
+        "--rule", action="append", help=f"a gate rule (repeatable; default {', '.join(RULES)})".replace("%", "%%")
+    )
     parser.add_argument("--error-control", choices=["holm", "bh", "none"], default="holm")
     args = parser.parse_args()
     modes = ["interleaved", "sequential"] if args.mode == "both" else [args.mode]
