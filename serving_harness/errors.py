@@ -13,7 +13,7 @@
         ├── RouteNotFound (404)        no route at that path (answered in OIP form, not Starlette's text)
         ├── MethodNotAllowed (405)     a route that takes other methods; carries Allow
         ├── RequestBodyTimeout (408)   the body did not arrive within limits.body_timeout_s; closes the connection
-        ├── PayloadTooLarge (413)      body above limits.max_body_bytes
+        ├── PayloadTooLarge (413)      body above limits.max_body_bytes, rows above limits.max_request_rows
         ├── RateLimited (429)          per-token rate above rate_limit_rps; carries Retry-After
         ├── InferenceFailed (500)      the runtime raised while running a batch
         ├── ModelNotReady (503)        the model is loading or failed to load

@@ -1,6 +1,7 @@
 """Regenerate the stubs beside this file from the ``.proto`` files (a developer's tool; needs grpcio-tools).
 
-Run from the repository root: ``python serving_harness/protocol/grpc_gen/regenerate.py``. The stubs
+Run from the repository root, in a separate venv with ``pip install "grpcio-tools==1.66.*"``:
+``python serving_harness/protocol/grpc_gen/regenerate.py``. The stubs
 are committed, generated with grpcio-tools 1.66 (protobuf gencode 5.27: they load on any protobuf
 runtime from 5.27 on). Each ``_pb2`` module registers its messages in a descriptor pool of its own,
 not protobuf's default one: a client library that registers the same published names
