@@ -101,11 +101,17 @@ class ServingConfig(_Frozen):
         default=None, gt=0, description="Request rate per caller (429 above): the token with auth on, else the address."
     )
     cache_size: int = Field(default=0, ge=0, description="Prediction cache entries (0 = off).")
-    metrics_auth: bool = Field(
-        default=False,
-        description="With auth on, /metrics needs the token too (its labels name the models; Prometheus then "
-        "needs authorization credentials, annotation-based scraping cannot send them).",
+    metrics_auth: bool | None = Field(
+        default=None,
+        description="Whether /metrics needs the token (its labels name the models). Unset: it does whenever auth "
+        "is on. Prometheus then needs authorization credentials; annotation-based scraping cannot send them, so a "
+        "deployment that scrapes by annotation sets it false and keeps the port off public networks.",
     )
+
+    @property
+    def metrics_need_token(self) -> bool:
+        """``metrics_auth``, or, when unset, whether auth is on: a stranger learns no model name by default."""
+        return self.auth_token is not None if self.metrics_auth is None else self.metrics_auth
 
     def describe(self) -> str:
         """A short human label such as ``ort t1 b32/500us x2``."""

@@ -12,7 +12,7 @@ Routes (``{v}``: the model's version; every ``/v2/models/{m}/...`` route also ex
     GET  /v2/models/{m}/config        Triton's model config      bearer token when auth is on
     GET  /v2/models/{m}/stats         Triton's statistics        bearer token when auth is on (also /v2/models/stats)
     POST /v2/repository/index         the served versions        bearer token when auth is on
-    GET  /metrics                     Prometheus text            open; the token with metrics_auth
+    GET  /metrics                     Prometheus text            the token when auth is on (metrics_auth)
     anything else                     404 or 405 + Allow, OIP    counted in sh_unmatched_requests_total
 
 The extensions' documents are in ``extensions``. The infer route reads ``Content-Encoding: gzip|deflate``
@@ -31,9 +31,9 @@ connections). A model that fails to load leaves the server live but not ready; i
 
 Hostile callers: with auth on, a caller without the token learns no model name: every route that
 names a model answers 401 before it looks the name up (so an unknown name is 401, not a 404 listing
-the served ones), and ``/v2`` lists none. ``/metrics`` carries model names as labels; it stays open
-by default for Prometheus' annotation-based scraping (keep it on the cluster network), and
-``metrics_auth`` puts it behind the token too. No answer carries an
+the served ones), and ``/v2`` lists none. ``/metrics`` carries model names as labels, so with auth on it needs
+the token too; ``metrics_auth: false`` opens it for Prometheus' annotation-based scraping (the
+bundle's Deployment does, and says to keep the pod network private). No answer carries an
 absolute path (a runtime's load error names the model's file: the client sees the file name only; the
 log has it whole). The rate limit is per verified identity: the token when auth is on (however its
 header is spelt), the peer address when it is off; never a header the client makes up.
@@ -258,7 +258,7 @@ class _Harness:
         return _json({"name": model.config.name, "ready": ready}, 200 if ready else 503)
 
     async def prometheus(self, request: Request) -> Response:
-        if self.settings.metrics_auth:
+        if self.settings.metrics_need_token:
             try:
                 self._authorize(request.headers.get("authorization", ""))
             except ServingError as exc:

@@ -240,8 +240,11 @@ def test_no_answer_carries_an_absolute_path(guarded_url: str, models_dir: Path) 
         assert "broken.onnx" in answer  # the file name stays: it is what the operator must fix
 
 
-def test_metrics_auth_puts_the_model_names_in_metrics_behind_the_token(models_dir: Path) -> None:
-    settings = ServingConfig(auth_token="s3cret", metrics_auth=True)
+@pytest.mark.parametrize("metrics_auth", [None, True], ids=["by-default-with-auth", "metrics-auth"])
+def test_metrics_auth_puts_the_model_names_in_metrics_behind_the_token(
+    models_dir: Path, metrics_auth: bool | None
+) -> None:
+    settings = ServingConfig(auth_token="s3cret", metrics_auth=metrics_auth)
     with support.running_server([ModelConfig("double", models_dir / "double.onnx")], settings) as url:
         refused = httpx.get(f"{url}/metrics")
         allowed = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer s3cret"})
@@ -259,3 +262,11 @@ def test_the_hostile_client_settings_have_flags(models_dir: Path) -> None:
 
     assert (settings.limits.body_timeout_s, settings.limits.header_timeout_s) == (5.0, 2.5)
     assert (settings.limits.max_connections, settings.metrics_auth) == (7, True)
+
+
+def test_metrics_can_be_opened_for_annotation_scraping(models_dir: Path) -> None:
+    settings = ServingConfig(auth_token="s3cret", metrics_auth=False)
+    with support.running_server([ModelConfig("double", models_dir / "double.onnx")], settings) as url:
+        opened = httpx.get(f"{url}/metrics")
+
+    assert opened.status_code == 200 and 'model="double"' in opened.text
