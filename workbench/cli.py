@@ -684,7 +684,9 @@ def canary_command(
     seconds = canary.parse_duration_s(duration)
     err.print(f"watching {split['model']}: stable {split['stable']}, candidate {split['candidate']} "
               f"at {split['weight']:.0%}, for {duration}")  # fmt: skip
-    snapshots = canary.watch(url, split["model"], duration_s=seconds, interval_s=canary.parse_duration_s(interval))
+    snapshots = canary.watch(
+        url, split["model"], duration_s=seconds, interval_s=canary.parse_duration_s(interval), token=token
+    )
     policy = canary.CanaryPolicy(min_requests=min_requests, latency_tolerance=latency_tolerance)
     verdict = canary.judge(
         snapshots, stable=split["stable"], candidate=split["candidate"], slo=split.get("slo"), policy=policy

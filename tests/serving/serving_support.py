@@ -238,11 +238,14 @@ def infer_json(x: np.ndarray, name: str = "x", datatype: str = "FP32", **extra: 
     }
 
 
-def wait_for_metric(url: str, name: str, value: float, timeout_s: float = 10.0, **labels: str) -> None:
-    """Poll ``/metrics`` until the sample ``name{labels}`` reads ``value``."""
+def wait_for_metric(
+    url: str, name: str, value: float, timeout_s: float = 10.0, token: str | None = None, **labels: str
+) -> None:
+    """Poll ``/metrics`` until the sample ``name{labels}`` reads ``value`` (with the bearer ``token`` when auth is on)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if metric_value(httpx.get(url + "/metrics").text, name, **labels) == value:
+        if metric_value(httpx.get(url + "/metrics", headers=headers).text, name, **labels) == value:
             return
         time.sleep(0.01)
     raise TimeoutError(f"{name}{labels} did not reach {value} within {timeout_s} s")

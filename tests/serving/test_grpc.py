@@ -239,7 +239,7 @@ def test_grpc_needs_the_bearer_token_where_rest_does(models_dir: Path) -> None:
         good = (("authorization", f"Bearer {TOKEN}"),)
         assert stub.ModelInfer(_raw_request(), metadata=good).raw_output_contents
         assert stub.ModelMetadata(pb.ModelMetadataRequest(name="affine"), metadata=good).name == "affine"
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert support.metric_value(metrics, "sh_requests_total", model="affine", protocol="grpc", status="401") == 3
 
 

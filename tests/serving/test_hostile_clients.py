@@ -194,7 +194,10 @@ def guarded_url(models_dir: Path) -> Iterator[str]:
 def test_unknown_routes_and_wrong_methods_answer_oip_json_and_are_counted(
     guarded_url: str, method: str, path: str, status: int, allow: set[str]
 ) -> None:
-    before = metric_value(httpx.get(f"{guarded_url}/metrics").text, "sh_unmatched_requests_total", status=str(status))
+    scrape = {"Authorization": "Bearer s3cret"}  # with auth on, /metrics (it names models) needs the token
+    before = metric_value(
+        httpx.get(f"{guarded_url}/metrics", headers=scrape).text, "sh_unmatched_requests_total", status=str(status)
+    )
 
     response = httpx.request(method, guarded_url + path)
 
@@ -202,7 +205,9 @@ def test_unknown_routes_and_wrong_methods_answer_oip_json_and_are_counted(
     assert response.headers["content-type"] == "application/json"
     assert path in response.json()["error"]
     assert {m for m in response.headers.get("allow", "").split(", ") if m} == allow
-    after = metric_value(httpx.get(f"{guarded_url}/metrics").text, "sh_unmatched_requests_total", status=str(status))
+    after = metric_value(
+        httpx.get(f"{guarded_url}/metrics", headers=scrape).text, "sh_unmatched_requests_total", status=str(status)
+    )
     assert after == before + 1
 
 
@@ -228,7 +233,7 @@ def test_without_the_token_a_caller_learns_no_model_name(guarded_url: str, metho
 
 def test_no_answer_carries_an_absolute_path(guarded_url: str, models_dir: Path) -> None:
     token = {"Authorization": "Bearer s3cret"}
-    support.wait_for_metric(guarded_url, "sh_model_ready", 1.0, model="double")
+    support.wait_for_metric(guarded_url, "sh_model_ready", 1.0, token="s3cret", model="double")
 
     metadata = httpx.get(f"{guarded_url}/v2/models/broken", headers=token)
     refused = httpx.post(f"{guarded_url}/v2/models/broken/infer", json=infer_json(ONE), headers=token)

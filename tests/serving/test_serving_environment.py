@@ -33,7 +33,7 @@ def test_exported_sh_variables_reach_serve_but_not_a_config_built_in_python(
         headers = {"Authorization": "Bearer ci-secret"}
         for _ in range(2):
             authorized = httpx.post(f"{url}/v2/models/digits/infer", json=infer_json(ONE), headers=headers)
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics", headers=headers).text
 
     assert built_in_python.auth_token is None
     assert built_in_python.cache_size == 0

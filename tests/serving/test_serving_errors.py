@@ -196,9 +196,9 @@ def test_auth_guards_inference_and_metadata_not_health(guarded_url: str) -> None
     good = {"Authorization": "Bearer s3cret"}
     bad = {"Authorization": "Bearer wrong"}
     with httpx.Client(base_url=guarded_url) as http:
-        for path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
+        for path in ("/v2/health/live", "/v2/health/ready"):
             assert http.get(path).status_code == 200, path
-        for path in ("/v2", "/v2/models/double", "/v2/models/double/ready"):
+        for path in ("/v2", "/v2/models/double", "/v2/models/double/ready", "/metrics"):
             assert http.get(path).status_code == 401
             assert http.get(path, headers=bad).status_code == 401
             assert http.get(path, headers=good).status_code == 200

@@ -151,9 +151,9 @@ def set_weight(url: str, weight: float, token: str | None = None) -> dict[str, A
     return document
 
 
-def scrape(url: str, model: str) -> Snapshot:
+def scrape(url: str, model: str, token: str | None = None) -> Snapshot:
     """Each version's counters of ``model`` from one ``/metrics`` scrape."""
-    return parse_metrics(metrics_text(url, TIMEOUT_S), model)
+    return parse_metrics(metrics_text(url, TIMEOUT_S, token), model)
 
 
 def parse_metrics(text: str, model: str) -> Snapshot:
@@ -193,14 +193,15 @@ def watch(
     duration_s: float,
     interval_s: float,
     on_scrape: Callable[[int, Snapshot], None] | None = None,
+    token: str | None = None,
 ) -> list[Snapshot]:
     """Scrapes at the start and every ``interval_s`` until ``duration_s`` has passed."""
     rounds = max(1, round(duration_s / interval_s))
     started = time.monotonic()
-    snapshots = [scrape(url, model)]
+    snapshots = [scrape(url, model, token)]
     for index in range(1, rounds + 1):
         time.sleep(max(0.0, started + index * interval_s - time.monotonic()))
-        snapshots.append(scrape(url, model))
+        snapshots.append(scrape(url, model, token))
         if on_scrape is not None:
             on_scrape(index, snapshots[-1])
     return snapshots

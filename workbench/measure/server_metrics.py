@@ -39,10 +39,13 @@ class _Histogram:
 Scrape = dict[str, _Histogram]
 
 
-def metrics_text(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> str:
-    """The Prometheus text at ``url/metrics``: the one scrape of a server's metrics (load steps, canary watch)."""
+def metrics_text(url: str, timeout_s: float = SCRAPE_TIMEOUT_S, token: str | None = None) -> str:
+    """The Prometheus text at ``url/metrics``: the one scrape of a server's metrics (load steps, canary watch).
+
+    With auth on, the harness asks for the bearer ``token`` here too (its labels name the models)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"{url.rstrip('/')}/metrics", timeout=timeout_s)
+        response = httpx.get(f"{url.rstrip('/')}/metrics", headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise MeasurementError(f"{url}/metrics did not answer: {exc}") from exc
     if response.status_code != 200:
