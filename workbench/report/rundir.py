@@ -44,6 +44,7 @@ import orjson
 import pandas as pd
 
 from workbench.errors import CorruptRunError, NotFoundError, UsageError
+from workbench.host import environment
 from workbench.report.schema import SCHEMA_VERSION, RunEnvelope, RunStatus, VariantRecord, migrate
 from workbench.report.table import records_to_frame
 
@@ -215,6 +216,22 @@ class RunDir:
             return RunEnvelope.model_validate(migrate(document))
         except ValueError as exc:  # bad JSON, not UTF-8, or not an envelope (pydantic's errors are ValueErrors)
             raise _corrupt(self.run_file, exc) from None
+
+    def start(self, spec_hash: str, recipe: dict[str, Any]) -> RunEnvelope:
+        """Write a new run's ``run.json`` (status ``running``, this machine's environment) and return it."""
+        from workbench import __version__  # the package's version; imported here, the package imports this module
+
+        envelope = RunEnvelope(
+            run_id=self.run_id,
+            recipe_name=self.recipe_name,
+            spec_hash=spec_hash,
+            created=datetime.now(UTC),
+            workbench_version=__version__,
+            environment=environment(),
+            recipe=recipe,
+        )
+        self.write_envelope(envelope)
+        return envelope
 
     def write_envelope(self, envelope: RunEnvelope) -> None:
         atomic_write(self.run_file, envelope.model_dump_json(indent=2).encode(), overwrite=True)

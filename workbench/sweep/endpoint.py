@@ -11,20 +11,17 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import orjson
 
-from workbench import __version__
-from workbench.host import environment
 from workbench.measure.load.engine import ServedResult, measure_endpoint
 from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.report.render import render_markdown
 from workbench.report.rundir import ReportStore, RunDir
-from workbench.report.schema import ExternalServing, RunEnvelope, VariantRecord
+from workbench.report.schema import ExternalServing, VariantRecord
 from workbench.report.table import records_to_frame
 
 __all__ = ["LoadRun", "load_endpoint", "write_load_report"]
@@ -57,7 +54,7 @@ def load_endpoint(
     store = ReportStore(reports)
     run = store.new_run(_recipe_name(model))
     target = {"url": url, "model": model, "profile": spec.model_dump(mode="json"), "workers": workers}
-    run.write_envelope(_envelope(run, target))
+    run.start(hashlib.sha256(orjson.dumps(target, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12], {"load": target})
     try:
         result = measure_endpoint(
             url, model=model, profile=spec, workdir=run.load_workdir("work"), workers=workers, data=data
@@ -102,19 +99,6 @@ def variant_name(url: str, model: str) -> str:
 
 def _recipe_name(model: str) -> str:
     return "load-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model")
-
-
-def _envelope(run: RunDir, target: dict[str, Any]) -> RunEnvelope:
-    digest = hashlib.sha256(orjson.dumps(target, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
-    return RunEnvelope(
-        run_id=run.run_id,
-        recipe_name=run.recipe_name,
-        spec_hash=digest,
-        created=datetime.now(UTC),
-        workbench_version=__version__,
-        environment=environment(),
-        recipe={"load": target},
-    )
 
 
 def _advice_md(result: ServedResult) -> str:

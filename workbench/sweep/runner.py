@@ -23,7 +23,6 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -31,14 +30,12 @@ from typing import TYPE_CHECKING, Any
 from serving_harness.config import RuntimeSettings, ServingConfig
 from serving_harness.runtimes import RuntimeUnavailable, create_runtime
 from serving_harness.runtimes.base import Runtime
-from workbench import __version__
 from workbench.artifact import DEFAULT_RUNTIME, Artifact, recorded_path
 from workbench.data import Arrays, Dataset, arrays_digest, load_dataset
 from workbench.data.metrics import compare_outputs, resolve_metric
 from workbench.decide.cost import cheapest_on_pools
 from workbench.decide.select import select_best
 from workbench.errors import MissingDependencyError, UsageError, WorkbenchError, is_programming_error
-from workbench.host import environment
 from workbench.measure.inprocess import measure_inprocess
 from workbench.measure.load.engine import measure_served
 from workbench.metrics import column_name
@@ -52,7 +49,7 @@ from workbench.registry import recipe_imports
 from workbench.report.html import write_report_html
 from workbench.report.render import render_markdown
 from workbench.report.rundir import ReportStore, RunDir
-from workbench.report.schema import ArtifactInfo, Measurement, RunEnvelope, VariantRecord
+from workbench.report.schema import ArtifactInfo, Measurement, VariantRecord
 from workbench.report.table import records_to_frame
 from workbench.steps.base import STEPS, StepContext
 from workbench.sweep.cache import build
@@ -219,7 +216,7 @@ def _opened(store: ReportStore, recipe: Recipe, resume: bool | str) -> Iterator[
     run = found or store.new_run(recipe.name)
     with run.writer_lock():
         if found is None:
-            run.write_envelope(_new_envelope(run, recipe, digest))
+            run.start(digest, recipe.model_dump(mode="json"))
         elif run.read_envelope().status != "complete":
             _reopen(run)
         with _recording_outcome(run):
@@ -236,18 +233,6 @@ def _resumed(store: ReportStore, recipe: Recipe, digest: str, resume: bool | str
         logger.info("resuming %s", found.path)
         return found
     return None
-
-
-def _new_envelope(run: RunDir, recipe: Recipe, digest: str) -> RunEnvelope:
-    return RunEnvelope(
-        run_id=run.run_id,
-        recipe_name=recipe.name,
-        spec_hash=digest,
-        created=datetime.now(UTC),
-        workbench_version=__version__,
-        environment=environment(),
-        recipe=recipe.model_dump(mode="json"),
-    )
 
 
 def _reopen(run: RunDir) -> None:
