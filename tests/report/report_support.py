@@ -4,9 +4,12 @@ the DevTools protocol (a websocket; no Playwright, no Selenium)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,11 +131,15 @@ class _Devtools:
 @contextmanager
 def _browser(binary: str) -> Iterator[str]:
     """Start headless Chromium on a free DevTools port; yield its browser websocket URL."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # Its own session, so the whole tree (renderer, GPU and utility processes) is stopped together before the
+    # profile folder goes: a child still writing into it made the cleanup fail. No background networking: the
+    # page is local, and nothing may reach past loopback.
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
              f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -144,8 +151,26 @@ def _browser(binary: str) -> Iterator[str]:
             port, path = port_file.read_text().splitlines()[:2]
             yield f"ws://127.0.0.1:{port}{path}"
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the browser's process group, SIGKILL what is left after 10 s, and reap the browser."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # children outlive the browser by a moment
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def inspect_page(path: Path, *, width_px: int = 1280) -> PageCheck:
