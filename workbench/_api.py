@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 import workbench.decide.select as _selection
-from workbench.decide.compare import DEFAULT_METRICS, RunComparison
 from workbench.recipe.spec import Bound
 from workbench.report.rundir import ReportStore
 from workbench.report.schema import RunEnvelope, VariantRecord
 
 if TYPE_CHECKING:  # the bundle package loads ONNX Runtime and the data sources: only export pays for it
     from workbench.bundle.export import ExportedBundle
+    from workbench.decide.compare import RunComparison  # scipy: only compare pays for it
 
 
 def run(
@@ -108,21 +108,20 @@ def _judging(
     return frame, inputs.constraints, inputs.objective, inputs.price_per_hour
 
 
-def compare(
-    *runs: str | Path, reports: str | Path = "reports", metrics: Sequence[str] = DEFAULT_METRICS
-) -> RunComparison:
+def compare(*runs: str | Path, reports: str | Path = "reports", metrics: Sequence[str] | None = None) -> RunComparison:
     """Two or more runs side by side (the first is the baseline): the CI gate's comparison without
     thresholds (ratios of medians with bootstrap intervals, a verdict word) and warnings where the
-    environments differ.
+    environments differ. ``metrics`` defaults to throughput, p50 and p99 latency.
 
     Example::
 
         result = workbench.compare("digits-cpu/0001", "digits-cpu/0002")
         result.table, result.warnings
     """
+    from workbench.decide.compare import DEFAULT_METRICS
     from workbench.decide.compare import compare as compare_runs
 
-    return compare_runs(list(runs), reports=reports, metrics=metrics)
+    return compare_runs(list(runs), reports=reports, metrics=metrics or DEFAULT_METRICS)
 
 
 def export(

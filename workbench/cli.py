@@ -107,7 +107,6 @@ def run(
     input or the run is being written by another process, 130 Ctrl-C, 143 SIGTERM.
     """
     from workbench.recipe.loader import load_recipe
-    from workbench.sweep.runner import run_recipe
 
     overrides = list(set_ or [])
     if served is not None:
@@ -117,6 +116,8 @@ def run(
     if targets is not None:  # the recipe's prices for the pools it names, none for the others
         overrides.append(f"cluster.targets={_targets_override(recipe, overrides, targets)}")
     spec = load_recipe(recipe, overrides)
+    from workbench.sweep.runner import run_recipe  # torch, ORT, Locust: only once the recipe is known to be good
+
     opened: dict[str, Any] = {}  # the run, once the runner has opened it (for the interrupt message)
     try:
         with _progress() as progress:
@@ -319,10 +320,11 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to
     Exit status 2 at the first problem, located by file and key."""
     from workbench.recipe.checks import check_recipe
     from workbench.recipe.loader import load_recipe
-    from workbench.sweep.space import expand
 
     for path in recipes:
         recipe = load_recipe(path)
+        from workbench.sweep.space import expand  # the step registry imports torch: only once a recipe has loaded
+
         variants = expand(recipe)
         check_recipe(recipe, file=str(path))
         console.print(f"[green]ok[/] {path}: {len(variants)} variants")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from serving_harness.__main__ import _parser, resolve_bundles
 from workbench.bundle.export import ExportedBundle
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_deployments_sh_variables_fill_what_serving_json_leaves_open(bundle: ExportedBundle) -> None:
     args = _parser().parse_args(["serve", str(bundle.path)])
     environ = {"SH_AUTH_TOKEN": "deploy-token", "SH_RATE_LIMIT_RPS": "50", "SH_INSTANCES": "7"}

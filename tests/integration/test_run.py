@@ -94,6 +94,7 @@ def test_failed_step_is_recorded_and_sweep_goes_on(tmp_path: Path) -> None:
     assert records["ort-fp32"].status == "ok"
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_served_load_adds_rows_details_and_server_log(tmp_path: Path) -> None:
     recipe = digits_recipe("search.baseline=null", "search.pipelines={ort-fp32: [export.onnx]}", SHORT_LOAD)
     run = run_recipe(recipe, reports=tmp_path)

@@ -67,6 +67,7 @@ def reports(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------------ errors
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_failure_before_the_first_variant_is_recorded_and_shown(reports: Path, tmp_path: Path) -> None:
     result = cli(run_args(reports, ORT_FP32, "data={source: npz, path: nowhere.npz}"), tmp_path)
 
@@ -129,6 +130,7 @@ def test_a_real_failure_fails_its_variant_and_the_sweep_goes_on(reports: Path, t
 # ------------------------------------------------------------------------- resume and the lock
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_resuming_a_complete_run_rewrites_nothing(reports: Path, tmp_path: Path) -> None:
     args = run_args(reports, "search.pipelines={torch-eager: []}")
     assert cli(args, tmp_path).returncode == 0
@@ -142,6 +144,7 @@ def test_resuming_a_complete_run_rewrites_nothing(reports: Path, tmp_path: Path)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_second_writer_is_refused_by_name(reports: Path, tmp_path: Path) -> None:
     args = run_args(reports, ORT_FP32, "data={source: npz, path: nowhere.npz}")
     cli(args, tmp_path)  # leaves a failed, resumable run

@@ -50,6 +50,7 @@ def _ok(result: ServedResult) -> None:
         assert m.latency_ms["p50"] is not None and m.latency_ms["p50"] >= SERVICE_MS * 0.9  # the model sleeps
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_concurrency_steps_measure_a_closed_loop(
     sleepy_server: HarnessServer, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -78,6 +79,7 @@ def test_open_loop_rates_are_offered_and_measured(
     assert step.measurement.concurrency is None
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_ramp_is_reported_in_segments_of_rising_rate(
     sleepy_server: HarnessServer, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -104,6 +106,7 @@ def test_binary_tensors_at_a_chosen_batch_size(
     assert index["binary"] and "Inference-Header-Content-Length" in index["payloads"][0]["headers"]
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_saturated_generator_is_flagged_and_the_user_told_to_add_workers(
     sleepy_server: HarnessServer, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -159,6 +162,7 @@ def test_measure_served_runs_the_harness_and_keeps_its_log(
     assert {p.pid for p in _harness_children()} <= before  # the server was stopped
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_server_killed_mid_run_fails_the_measurement_with_its_log(
     sleepy_artifact: Path, sleepy_settings: ServingConfig, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:

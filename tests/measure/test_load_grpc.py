@@ -19,6 +19,7 @@ from workbench.measure.load.wire_grpc import grpc_request, kind_of_code
 from workbench.recipe.spec import LoadSpec
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_load_step_over_grpc_is_measured_in_windows(
     sleepy_artifact: Path, sleepy_settings: ServingConfig, sleepy_dataset: Dataset, tmp_path: Path
 ) -> None:

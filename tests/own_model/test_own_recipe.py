@@ -43,6 +43,7 @@ def project(own_model_dir: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_init_writes_a_recipe_that_runs_unedited(project: Path) -> None:
     written = workbench("init", "mlp.onnx", "--data", "test.npz", "--out", "recipe.yaml", cwd=project)
     assert written.returncode == 0, written.stderr
@@ -61,6 +62,7 @@ def test_init_writes_a_recipe_that_runs_unedited(project: Path) -> None:
     assert record["quality"]["outputs"]["label"]["mismatches"] == 0  # integer outputs are compared exactly
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_init_keeps_the_tensor_outputs_of_a_zipmap_model(project: Path) -> None:
     written = workbench("init", "mlp_zipmap.onnx", "--data", "test.npz", "--out", "zipmap.yaml", cwd=project)
     assert written.returncode == 0, written.stderr
@@ -84,6 +86,7 @@ def _recipe(project: Path, **data: object) -> Path:
     return path
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_validate_catches_a_missing_file_and_an_unimportable_metric(project: Path) -> None:
     missing = _recipe(project, path="nowhere.npz")
     refused = workbench("validate", str(missing), cwd=project)
@@ -99,6 +102,7 @@ def test_validate_catches_a_missing_file_and_an_unimportable_metric(project: Pat
     assert refused.returncode == 2 and "output_probability" in refused.stderr and "zipmap" in refused.stderr
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_a_metric_beside_the_recipe_imports_without_pythonpath(project: Path) -> None:
     recipe = _recipe(project, metric={"name": "label_agreement:agreement", "output": "label"})
     (recipe.parent / "label_agreement.py").write_text(

@@ -231,6 +231,7 @@ def test_without_the_token_a_caller_learns_no_model_name(guarded_url: str, metho
     assert "double" not in response.text and "broken" not in response.text
 
 
+@pytest.mark.slow  # a real run or served load step: `make test` runs it, `make test-fast` skips it
 def test_no_answer_carries_an_absolute_path(guarded_url: str, models_dir: Path) -> None:
     token = {"Authorization": "Bearer s3cret"}
     support.wait_for_metric(guarded_url, "sh_model_ready", 1.0, token="s3cret", model="double")
