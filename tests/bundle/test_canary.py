@@ -134,6 +134,7 @@ def test_a_canary_needs_two_versions_of_one_model(bundle: ExportedBundle) -> Non
         _canary(bundle.path, bundle.path)
 
 
+@pytest.mark.slow  # a live canary watched for seconds: `make test` runs it, `make test-fast` skips it
 def test_a_failing_candidate_is_rolled_back(bundle_fp32: ExportedBundle, tmp_path: Path) -> None:
     # 1.3.1 is a bad optimization: its model fails on every real digit (and it has no fallback)
     bad = _next_version(bundle_fp32.path, tmp_path / "digits-1.3.1", "1.3.1", failing_model(tmp_path / "f.onnx"))
@@ -157,6 +158,7 @@ def test_a_failing_candidate_is_rolled_back(bundle_fp32: ExportedBundle, tmp_pat
     assert final["1.3.1"].requests == after["1.3.1"].requests  # the candidate got nothing more
 
 
+@pytest.mark.slow  # a live canary watched for seconds: `make test` runs it, `make test-fast` skips it
 def test_the_canary_command_prints_the_decision_and_its_evidence(bundle_fp32: ExportedBundle, tmp_path: Path) -> None:
     bad = _next_version(bundle_fp32.path, tmp_path / "digits-1.3.1", "1.3.1", failing_model(tmp_path / "f.onnx"))
     plan = _canary(bundle_fp32.path, bad, "--weight", "0.5")
@@ -171,6 +173,7 @@ def test_the_canary_command_prints_the_decision_and_its_evidence(bundle_fp32: Ex
     assert state["weight"] == 0.0  # --apply rolled it back
 
 
+@pytest.mark.slow  # a live canary watched for seconds: `make test` runs it, `make test-fast` skips it
 def test_two_equal_versions_are_not_rolled_back(bundle_fp32: ExportedBundle, tmp_path: Path) -> None:
     same = _next_version(bundle_fp32.path, tmp_path / "digits-1.3.1", "1.3.1")  # A/A: only the version differs
     plan = _canary(bundle_fp32.path, same, "--weight", "0.5")

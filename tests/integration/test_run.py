@@ -178,6 +178,7 @@ def test_cli_bad_recipe_is_one_located_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and str(bad) in lines[0] and "measure.trials" in lines[0]
 
 
+@pytest.mark.slow  # a real run, then every report command on it
 def test_cli_report_commands(finished_run: Path) -> None:
     reports = finished_run.parents[1]
     listed = cli("report", "list", "--reports", str(reports), cwd=ROOT)
