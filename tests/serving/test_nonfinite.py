@@ -96,3 +96,16 @@ def test_nonfinite_inputs_and_outputs_are_counted(models_dir: Path) -> None:
 
     assert metric_value(metrics, "sh_nonfinite_values_total", model="identity", direction="input") == 3
     assert metric_value(metrics, "sh_nonfinite_values_total", model="identity", direction="output") == 3
+
+
+def test_tritonclient_reads_back_the_same_nonfinite_values(url: str) -> None:
+    http = pytest.importorskip("tritonclient.http")
+    client = http.InferenceServerClient(url=url.removeprefix("http://"))
+    sent = http.InferInput("x", list(ODD.shape), "FP32")
+    sent.set_data_from_numpy(ODD, binary_data=True)
+
+    as_json = client.infer("identity", [sent], outputs=[http.InferRequestedOutput("y", binary_data=False)])
+    as_binary = client.infer("identity", [sent], outputs=[http.InferRequestedOutput("y", binary_data=True)])
+
+    np.testing.assert_array_equal(as_json.as_numpy("y"), ODD)  # Triton's own client decodes the JSON strings
+    np.testing.assert_array_equal(as_binary.as_numpy("y"), ODD)
