@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from workbench.artifact import resolve_recorded_path
+from workbench.paths import cache_dir
 from workbench.stats import round_order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,16 +122,17 @@ def _interleaved(run: Any, recipe: Any, rounds: int) -> None:
     """Each round times every variant on the same batches; ratios to torch eager are per round."""
     if rounds <= 0:
         return
-    from serving_harness.config import ServingConfig
     from serving_harness.runtimes import create_runtime
     from workbench.data import load_dataset
 
     records = [r for r in run.read_variants() if r.status == "ok" and r.artifact is not None]
     runtimes = {}
     for record in records:
-        settings = ServingConfig.model_validate(record.serving)
+        settings = record.serving
         runtime = create_runtime(settings.runtime.name)
-        runtime.load(Path(record.artifact.path), settings.runtime)
+        runtime.load(
+            resolve_recorded_path(record.artifact.path, cache_dir()), settings.runtime
+        )  # relative to the cache
         runtimes[record.pipeline] = runtime
     dataset = load_dataset(recipe.data, recipe.model)
     batches = [dataset.batch(i * BATCH, BATCH) for i in range(CALLS_PER_ROUND)]
