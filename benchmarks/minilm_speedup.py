@@ -130,9 +130,8 @@ def _interleaved(run: Any, recipe: Any, rounds: int) -> None:
     for record in records:
         settings = record.serving
         runtime = create_runtime(settings.runtime.name)
-        runtime.load(
-            resolve_recorded_path(record.artifact.path, cache_dir()), settings.runtime
-        )  # relative to the cache
+        artifact = resolve_recorded_path(record.artifact.path, cache_dir())  # recorded relative to the cache
+        runtime.load(artifact, settings.runtime)
         runtimes[record.pipeline] = runtime
     dataset = load_dataset(recipe.data, recipe.model)
     batches = [dataset.batch(i * BATCH, BATCH) for i in range(CALLS_PER_ROUND)]
