@@ -23,7 +23,7 @@ from serving_harness.drift import DriftMonitor, load_baseline
 from serving_harness.errors import ModelNotReady
 from serving_harness.fallback import infer_with_fallback
 from serving_harness.metrics import ModelMetrics
-from serving_harness.protocol.codec import ModelSchema
+from serving_harness.protocol.codec import ModelSchema, nonfinite_count
 from serving_harness.runtimes import create_runtime
 from serving_harness.runtimes.base import Runtime
 
@@ -146,6 +146,22 @@ class ServedModel:
         if self.fallback is not None:
             return infer_with_fallback(self, self.fallback, inputs, rows)
         return self.infer_here(inputs, rows)
+
+    async def answer(self, inputs: dict[str, np.ndarray], rows: int) -> InferOutcome:
+        """One decoded request, as every protocol serves it: its non-finite values counted both ways, the
+        inference (``infer``), the queue and compute times recorded, and the drift monitor shown both sides."""
+        self._count_nonfinite("input", inputs)
+        outcome = await self.infer(inputs, rows)  # times out itself (RequestTimeout)
+        self.metrics.timing(outcome.queue_s, outcome.compute_s)
+        self._count_nonfinite("output", outcome.outputs)
+        if self.drift is not None:
+            self.drift.observe(inputs, outcome.outputs, rows)
+        return outcome
+
+    def _count_nonfinite(self, direction: str, arrays: dict[str, np.ndarray]) -> None:
+        count = sum(nonfinite_count(array) for array in arrays.values())
+        if count:
+            self.metrics.nonfinite_seen(direction, count)
 
     def infer_here(self, inputs: dict[str, np.ndarray], rows: int) -> Awaitable[InferOutcome]:
         """Run one request on this model only (no fallback)."""

@@ -178,8 +178,6 @@ class _InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, params: dict[str, str], context: Any, picked: ServedModel | None
     ) -> pb.ModelInferResponse:
-        from serving_harness.protocol.rest import _count_nonfinite
-
         if self.guarded:
             self._admit(context)
         model = picked or self.harness._model(params)  # the lookup raises NOT_FOUND
@@ -187,12 +185,7 @@ class _InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if schema is None:
             raise ModelNotReady(f"model {model.config.name!r} is not ready: {model.reason or 'loading'}")
         decoded = decode_grpc_request(request, schema)
-        _count_nonfinite(model, "input", decoded.inputs)
-        outcome = await model.infer(decoded.inputs, decoded.rows)
-        model.metrics.timing(outcome.queue_s, outcome.compute_s)
-        _count_nonfinite(model, "output", outcome.outputs)
-        if model.drift is not None:
-            model.drift.observe(decoded.inputs, outcome.outputs, decoded.rows)
+        outcome = await model.answer(decoded.inputs, decoded.rows)
         return encode_grpc_response(
             model_name=model.config.name,
             model_version=model.config.version,

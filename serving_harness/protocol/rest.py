@@ -86,7 +86,6 @@ from serving_harness.protocol.codec import (
     HEADER_LENGTH,
     decode_infer_request,
     encode_infer_response,
-    nonfinite_count,
 )
 from serving_harness.protocol.compression import MIN_COMPRESS_BYTES, compress, decompress, response_encoding
 from serving_harness.protocol.connection import CLOSED_CONNECTIONS
@@ -412,12 +411,7 @@ class _InferEndpoint:
         if b"content-encoding" in request_headers:
             body = decompress(body, request_headers[b"content-encoding"], limits.max_body_bytes)
         decoded = decode_infer_request(body, _header_length(request_headers), schema)
-        _count_nonfinite(model, "input", decoded.inputs)
-        outcome = await model.infer(decoded.inputs, decoded.rows)  # times out itself (RequestTimeout)
-        model.metrics.timing(outcome.queue_s, outcome.compute_s)
-        _count_nonfinite(model, "output", outcome.outputs)
-        if model.drift is not None:
-            model.drift.observe(decoded.inputs, outcome.outputs, decoded.rows)
+        outcome = await model.answer(decoded.inputs, decoded.rows)
         payload, header_length = encode_infer_response(
             model_name=model.config.name,
             model_version=model.config.version,
@@ -479,12 +473,6 @@ def _describe(model: ServedModel) -> dict[str, Any]:
     if model.reason is not None:
         doc["reason"] = _public(model.reason)
     return doc
-
-
-def _count_nonfinite(model: ServedModel, direction: str, arrays: dict[str, Any]) -> None:
-    count = sum(nonfinite_count(array) for array in arrays.values())
-    if count:
-        model.metrics.nonfinite_seen(direction, count)
 
 
 async def _receive_body(receive: Receive, declared: bytes | None, limit_bytes: int, timeout_s: float) -> bytes:
