@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from time import monotonic
 from typing import Any
 
+import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -101,6 +102,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self.pipeline or not self.cycle.response_complete:
             return  # closing, or a pipelined request runs now
         self._expect_headers()
+
+    def send_400_response(self, msg: str) -> None:
+        """Bad HTTP framing (a lying Content-Length, bytes that are no request) answers OIP error JSON like
+        every other refusal, not uvicorn's plain text, and closes the connection (its framing is lost)."""
+        body = orjson.dumps({"error": f"bad HTTP request: {msg.rstrip('.').lower()}"})
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     @property
     def idle(self) -> bool:

@@ -7,6 +7,7 @@ while an ordinary client keeps getting answers.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 import uuid
@@ -276,3 +277,25 @@ def test_metrics_can_be_opened_for_annotation_scraping(models_dir: Path) -> None
         opened = httpx.get(f"{url}/metrics")
 
     assert opened.status_code == 200 and 'model="double"' in opened.text
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 10\r\n\r\n" + json.dumps(infer_json(ONE)).encode(),  # says 10 bytes, sends more
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n",
+    ],
+    ids=["lying-content-length", "broken-chunks"],
+)
+def test_bad_http_framing_answers_oip_json_and_others_go_on(strict_url: str, framing: bytes) -> None:
+    sock = _connect(strict_url)
+    sock.sendall(b"POST /v2/models/double/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing)
+
+    received = _closed_by_server(sock, time.monotonic() + 10.0)
+    sock.close()
+
+    assert received is not None and received.startswith(b"HTTP/1.1 400")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    assert "error" in json.loads(body)
+    assert _answers(strict_url, 3) == [200, 200, 200]
