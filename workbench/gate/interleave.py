@@ -46,10 +46,12 @@ __all__ = [
     "Contender",
     "InterleavedRun",
     "bundle_contender",
+    "contender_payloads",
     "interleave_rounds",
     "measure_interleaved",
     "model_contender",
     "paired_sources",
+    "serve_contender",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,8 +168,8 @@ def measure_interleaved(
         raise UsageError(f"--rounds {rounds}: an A/B needs at least 2 rounds (6 or more to be conclusive)")
     spec = load_profile(profile if profile is not None else DEFAULT_PROFILE)
     with ExitStack() as stack:
-        servers = {c.label: stack.enter_context(_server(c, workdir)) for c in (baseline, candidate)}
-        payloads = _payloads(servers[baseline.label], baseline.model_name, spec, data, workdir)
+        servers = {c.label: stack.enter_context(serve_contender(c, workdir)) for c in (baseline, candidate)}
+        payloads = contender_payloads(servers[baseline.label], baseline.model_name, spec, data, workdir)
         contenders = {c.label: c for c in (baseline, candidate)}
         flagged: list[str] = []
 
@@ -187,13 +189,16 @@ def measure_interleaved(
     return InterleavedRun(baseline=base, candidate=cand, rounds=rounds, warnings=flagged)
 
 
-def _server(contender: Contender, workdir: Path) -> HarnessServer:
+def serve_contender(contender: Contender, workdir: Path) -> HarnessServer:
+    """The harness serving ``contender`` (a context manager: started on enter, stopped on exit)."""
     log = workdir / f"{contender.label}-server.log"
     kind = _BundleServer if contender.bundle else HarnessServer
     return kind(contender.model_path, contender.settings, name=contender.model_name, log_path=log)
 
 
-def _payloads(server: HarnessServer, model: str, spec: LoadProfile, data: Path | None, workdir: Path) -> PayloadFiles:
+def contender_payloads(
+    server: HarnessServer, model: str, spec: LoadProfile, data: Path | None, workdir: Path
+) -> PayloadFiles:
     """The same requests for both sides: from ``data`` (npz) or random, shaped by the baseline's metadata."""
     if data is not None:
         batches = npz_batches(data, spec.batch_size)
