@@ -1,4 +1,4 @@
-"""The gate's benchmarks still run: their figures go in the README and the closing notes, so a script that
+"""The gate's and the history's benchmarks still run: their figures go in the README and the closing notes, so a script that
 broke silently would leave those figures unreproducible. Tiny runs only: behaviour, not the figures."""
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def _run(script: str, *args: str, timeout_s: float = 300) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("script", ["gate_false_alarm.py", "gate_power.py", "gate_served.py"])
+@pytest.mark.parametrize(
+    "script", ["gate_false_alarm.py", "gate_power.py", "gate_served.py", "history_changepoints.py"]
+)
 def test_each_gate_benchmark_explains_itself(script: str) -> None:
     assert "Wilson" in _run(script, "--help")
 
@@ -48,3 +50,13 @@ def test_served_false_alarms_gate_a_real_bundle_both_ways() -> None:
         assert line.split(" = ")[0] in {"0/1", "1/1"}
         assert "Wilson 95% [" in line
     assert "5 trials of 0.3 s per side" in out
+
+
+def test_history_change_points_are_counted_on_this_machines_real_spread() -> None:
+    out = _run("history_changepoints.py", "--runs", "10", "--series", "5", "--length", "8",
+               "--trials", "2", "--trial-s", "0.02")  # fmt: skip
+
+    assert "real run-to-run spread" in out
+    for kind in ("false change points, flat resampled: ", "creep of five +3% steps found: "):
+        assert out.count(kind) == 2  # throughput and p50
+    assert "false change points, flat in run order: " in out and "/3 = " in out
