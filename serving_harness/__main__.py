@@ -72,6 +72,7 @@ _SETTING_FLAGS = {
     "auth_token": "auth_token",
     "rate_limit_rps": "rate_limit_rps",
     "cache_size": "cache_size",
+    "grpc_compression": "grpc_compression",
     "metrics_auth": "metrics_auth",
 }
 
@@ -509,6 +510,9 @@ def _add_setting_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--auth-token", help="bearer token (prefer the SH_AUTH_TOKEN environment variable)")
     serve.add_argument("--rate-limit-rps", type=_setting("rate_limit_rps"))
     serve.add_argument("--cache-size", type=_setting("cache_size"))
+    serve.add_argument(
+        "--grpc-compression", choices=["none", "gzip", "deflate"], help="compress gRPC answers of 1 KiB or more"
+    )
     serve.add_argument(
         "--metrics-auth", action="store_true", default=None, help="/metrics needs the bearer token too (auth on)"
     )

@@ -101,6 +101,11 @@ class ServingConfig(_Frozen):
         default=None, gt=0, description="Request rate per caller (429 above): the token with auth on, else the address."
     )
     cache_size: int = Field(default=0, ge=0, description="Prediction cache entries (0 = off).")
+    grpc_compression: Literal["none", "gzip", "deflate"] = Field(
+        default="none",
+        description="What gRPC answers of 1 KiB or more are compressed with, for clients that accept it (grpcio's "
+        "all do); compressed gRPC requests are read whatever it says. REST follows each request's Accept-Encoding.",
+    )
     metrics_auth: bool | None = Field(
         default=None,
         description="Whether /metrics needs the token (its labels name the models). Unset: it does whenever auth "

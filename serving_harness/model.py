@@ -23,13 +23,14 @@ from serving_harness.drift import DriftMonitor, load_baseline
 from serving_harness.errors import ModelNotReady
 from serving_harness.fallback import infer_with_fallback
 from serving_harness.metrics import ModelMetrics
-from serving_harness.protocol.codec import ModelSchema, nonfinite_count
+from serving_harness.protocol.codec import InferRequest, ModelSchema, nonfinite_count
 from serving_harness.runtimes import create_runtime
 from serving_harness.runtimes.base import Runtime
 
-__all__ = ["ModelConfig", "ModelState", "ServedModel"]
+__all__ = ["Answer", "ModelConfig", "ModelState", "ServedModel"]
 
 logger = logging.getLogger(__name__)
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,17 @@ class ModelConfig:
     drift_baseline: Path | None = None
     fallback: ModelConfig | None = None
     trusted: bool | None = None  # bundles: True when --trust verified its signature (None: not a bundle)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A request's outputs, how long it queued and computed, and which outputs hold NaN or infinities
+    (counted once, here: the encoders take ``nonfinite_outputs`` instead of looking again)."""
+
+    outputs: dict[str, np.ndarray]
+    queue_s: float
+    compute_s: float
+    nonfinite_outputs: frozenset[str]
 
 
 class ModelState(StrEnum):
@@ -147,21 +159,33 @@ class ServedModel:
             return infer_with_fallback(self, self.fallback, inputs, rows)
         return self.infer_here(inputs, rows)
 
-    async def answer(self, inputs: dict[str, np.ndarray], rows: int) -> InferOutcome:
-        """One decoded request, as every protocol serves it: its non-finite values counted both ways, the
-        inference (``infer``), the queue and compute times recorded, and the drift monitor shown both sides."""
-        self._count_nonfinite("input", inputs)
-        outcome = await self.infer(inputs, rows)  # times out itself (RequestTimeout)
+    async def answer(self, request: InferRequest) -> Answer:
+        """One decoded request, as every protocol serves it: its non-finite values counted both ways (the
+        inputs' only when the decoder has not), the inference (``infer``), the queue and compute times
+        recorded, and the drift monitor shown both sides."""
+        inputs = request.inputs
+        self._count_inputs_nonfinite(request)
+        outcome = await self.infer(inputs, request.rows)  # times out itself (RequestTimeout)
         self.metrics.timing(outcome.queue_s, outcome.compute_s)
-        self._count_nonfinite("output", outcome.outputs)
+        nonfinite = self._nonfinite_outputs(outcome.outputs)
         if self.drift is not None:
-            self.drift.observe(inputs, outcome.outputs, rows)
-        return outcome
+            self.drift.observe(inputs, outcome.outputs, request.rows)
+        return Answer(outcome.outputs, outcome.queue_s, outcome.compute_s, nonfinite)
 
-    def _count_nonfinite(self, direction: str, arrays: dict[str, np.ndarray]) -> None:
-        count = sum(nonfinite_count(array) for array in arrays.values())
+    def _count_inputs_nonfinite(self, request: InferRequest) -> None:
+        count = request.nonfinite_inputs
+        if count is None:
+            count = sum(nonfinite_count(array) for array in request.inputs.values())
         if count:
-            self.metrics.nonfinite_seen(direction, count)
+            self.metrics.nonfinite_seen("input", count)
+
+    def _nonfinite_outputs(self, outputs: dict[str, np.ndarray]) -> frozenset[str]:
+        """The outputs with NaN or infinities (counted in the metrics): the one look at the outputs' values."""
+        counts = [(name, n) for name, array in outputs.items() if (n := nonfinite_count(array))]
+        if not counts:
+            return _NO_NAMES
+        self.metrics.nonfinite_seen("output", sum(n for _, n in counts))
+        return frozenset(name for name, _ in counts)
 
     def infer_here(self, inputs: dict[str, np.ndarray], rows: int) -> Awaitable[InferOutcome]:
         """Run one request on this model only (no fallback)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,14 +52,17 @@ _NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 _LENGTH = struct.Struct("<I")
 NONFINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # JSON spellings
+# The largest finite value of each float type: a finite number within it casts without overflowing.
+_FLOAT_MAX: dict[np.dtype[Any], float] = {
+    np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)
+}
 
 
 def nonfinite_count(array: np.ndarray) -> int:
     """NaN and infinite values in ``array`` (0 for any type but floats)."""
     if array.dtype.kind != "f":
         return 0
-    finite = np.isfinite(array)
-    return 0 if finite.all() else int(finite.size - np.count_nonzero(finite))
+    return int(array.size - np.count_nonzero(np.isfinite(array)))  # one C pass each: cheaper than .all() first
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class InferRequest:
     outputs: tuple[RequestedOutput, ...] | None = None
     binary_output: bool = False
     parameters: dict[str, Any] | None = None
+    # NaN and infinities among the inputs when the decoder knows (JSON: only the spelled-out ones), else None
+    nonfinite_inputs: int | None = None
 
 
 class ModelSchema:
@@ -111,13 +116,15 @@ def decode_infer_request(body: bytes, header_length: int | None, schema: ModelSc
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list")
-    reader = _BinaryReader(binary)
+    reader = _BinaryReader(binary) if binary else _NO_BINARY
     inputs: dict[str, np.ndarray] = {}
+    nonfinite: int | None = 0
     for raw in raw_inputs:
-        name, array = _decode_input(raw, schema, reader)
+        name, array, count = _decode_input(raw, schema, reader)
         if name in inputs:
             raise InvalidRequest(f"input {name!r} is given twice")
         inputs[name] = array
+        nonfinite = None if count is None or nonfinite is None else nonfinite + count
     reader.finish()
     if len(inputs) != len(schema.inputs):
         missing = [n for n in schema.input_names if n not in inputs]
@@ -131,6 +138,7 @@ def decode_infer_request(body: bytes, header_length: int | None, schema: ModelSc
         outputs=_requested_outputs(doc.get("outputs"), schema, binary_output),
         binary_output=binary_output,
         parameters=parameters,
+        nonfinite_inputs=nonfinite,
     )
 
 
@@ -141,14 +149,20 @@ def encode_infer_response(
     request: InferRequest,
     outputs: Mapping[str, np.ndarray],
     schema: ModelSchema,
+    nonfinite_outputs: Collection[str] | None = None,
 ) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary outputs follow it (else None)."""
+    """The response body, and the JSON header's length when binary outputs follow it (else None).
+
+    ``nonfinite_outputs``: the outputs that hold NaN or infinities, when the caller has counted them
+    already (``ServedModel.answer`` does); None: each JSON output is looked at here.
+    """
     entries: list[dict[str, Any]] = []
     buffers: list[Any] = []
     for wanted in schema.wanted_outputs(request):
         array = outputs[wanted.name]
         datatype = NUMPY_TO_OIP.get(array.dtype) or schema.outputs[wanted.name].datatype
-        entries.append(_output_entry(wanted, array, datatype, buffers))
+        nonfinite = None if nonfinite_outputs is None else wanted.name in nonfinite_outputs
+        entries.append(_output_entry(wanted, array, datatype, buffers, nonfinite))
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": entries}
     if request.id is not None:
         doc["id"] = request.id
@@ -158,21 +172,24 @@ def encode_infer_response(
     return b"".join([header, *buffers]), len(header)
 
 
-def _output_entry(wanted: RequestedOutput, array: np.ndarray, datatype: str, buffers: list[Any]) -> dict[str, Any]:
+def _output_entry(
+    wanted: RequestedOutput, array: np.ndarray, datatype: str, buffers: list[Any], nonfinite: bool | None = None
+) -> dict[str, Any]:
+    """``nonfinite``: whether ``array`` holds NaN or infinities (None: not known, looked at when JSON)."""
     entry: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": list(array.shape)}
     if wanted.binary:
         buffer = _binary_data(array)
         entry["parameters"] = {"binary_data_size": len(buffer)}  # a 1-D uint8 array or bytes
         buffers.append(buffer)
     else:
-        entry["data"] = _json_data(array)
+        entry["data"] = _json_data(array, nonfinite)
     return entry
 
 
 def _split_body(body: bytes, header_length: int | None) -> tuple[dict[str, Any], memoryview]:
     if header_length is None:
         json_part: bytes | memoryview = body
-        binary = memoryview(b"")
+        binary = _EMPTY
     else:
         if not 0 < header_length <= len(body):
             raise InvalidRequest(f"{HEADER_LENGTH} {header_length} does not fit a body of {len(body)} bytes")
@@ -187,7 +204,8 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[dict[str, Any],
     return doc, binary
 
 
-def _decode_input(raw: Any, schema: ModelSchema, reader: _BinaryReader) -> tuple[str, np.ndarray]:
+def _decode_input(raw: Any, schema: ModelSchema, reader: _BinaryReader) -> tuple[str, np.ndarray, int | None]:
+    """The input's name, its tensor, and its non-finite values when known (binary data: None, not looked at)."""
     if not isinstance(raw, dict):
         raise InvalidRequest("each input must be a JSON object")
     name = raw.get("name")
@@ -198,11 +216,13 @@ def _decode_input(raw: Any, schema: ModelSchema, reader: _BinaryReader) -> tuple
     if datatype != spec.datatype:
         raise InvalidRequest(f"input {name!r} has datatype {datatype!r}; the model expects {spec.datatype}")
     shape = _checked_shape(spec, raw.get("shape"))
-    parameters = _parameters(raw.get("parameters"), f"input {name!r}")
+    parameters = raw.get("parameters")
+    if parameters is not None:  # most inputs have none: their message is not even formatted
+        parameters = _parameters(parameters, f"input {name!r}")
     size = parameters.get("binary_data_size") if parameters else None
     if size is not None:
-        return spec.name, _tensor_from_binary(spec.name, reader.take(spec.name, size), datatype, shape)
-    return spec.name, _tensor_from_json(spec.name, raw.get("data"), datatype, shape)
+        return spec.name, _tensor_from_binary(spec.name, reader.take(spec.name, size), datatype, shape), None
+    return spec.name, *_json_tensor(spec.name, raw.get("data"), datatype, shape)
 
 
 def _checked_shape(spec: TensorSpec, shape: Any) -> tuple[int, ...]:
@@ -230,10 +250,14 @@ def _request_id(raw: Any) -> str | None:
 def _batch_rows(inputs: dict[str, np.ndarray], schema: ModelSchema) -> int:
     if not schema.batched:
         return 1
-    rows: set[int] = {int(array.shape[0]) for array in inputs.values()}
-    if len(rows) != 1:
-        raise InvalidRequest(f"the inputs disagree on the batch size (first axis): {sorted(rows)}")
-    batch = rows.pop()
+    if len(inputs) == 1:  # most models take one input: nothing to agree on
+        (array,) = inputs.values()
+        batch = int(array.shape[0])
+    else:
+        rows = {int(array.shape[0]) for array in inputs.values()}
+        if len(rows) != 1:
+            raise InvalidRequest(f"the inputs disagree on the batch size (first axis): {sorted(rows)}")
+        batch = rows.pop()
     if batch < 1:
         raise InvalidRequest("the batch size (first axis) must be at least 1")
     return batch
@@ -279,12 +303,24 @@ class _BinaryReader:
             raise InvalidRequest(f"{extra} bytes of binary data follow the last binary input")
 
 
+_EMPTY = memoryview(b"")
+# The reader of a body without binary data: only zero-byte takes succeed, so it never changes and is shared.
+_NO_BINARY = _BinaryReader(_EMPTY)
+
+
 # ------------------------------------------------------------------------------------- tensors, both ways
 
 
 def _tensor_from_json(name: str, data: Any, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+    return _json_tensor(name, data, datatype, shape)[0]
+
+
+def _json_tensor(name: str, data: Any, datatype: str, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """The tensor JSON ``data`` holds, and how many of its values are NaN or infinite: JSON numbers are
+    finite (``_cast`` refuses one that overflows the type), so only the spelled-out strings can be."""
     if data is None:
         raise InvalidRequest(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+    nonfinite = 0
     if datatype == "BYTES":
         array = _bytes_from_json(name, data)
     else:
@@ -292,18 +328,20 @@ def _tensor_from_json(name: str, data: Any, datatype: str, shape: tuple[int, ...
             parsed = np.array(data)
         except (ValueError, TypeError) as exc:
             raise InvalidRequest(f"input {name!r}: 'data' is not a regular array ({exc})") from None
-        array = _cast(name, parsed, OIP_TO_NUMPY[datatype], datatype)
+        dtype = OIP_TO_NUMPY[datatype]
+        if dtype.kind == "f" and parsed.dtype.kind == "U":  # numbers mixed with "NaN", "Infinity", "-Infinity"
+            array, nonfinite = _with_nonfinite(name, parsed, dtype, datatype)
+        else:
+            array = _cast(name, parsed, dtype, datatype)
     count = math.prod(shape)
     if array.size != count:
         raise InvalidRequest(f"input {name!r} has {array.size} elements; shape {list(shape)} needs {count}")
-    return array.reshape(shape)
+    return array.reshape(shape), nonfinite
 
 
 def _cast(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
     if parsed.size == 0:
         return parsed.astype(dtype)
-    if dtype.kind == "f" and parsed.dtype.kind == "U":  # numbers mixed with "NaN", "Infinity", "-Infinity"
-        return _with_nonfinite(name, parsed, dtype, datatype)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         raise InvalidRequest(f"input {name!r}: 'data' holds {parsed.dtype} values, not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
@@ -312,6 +350,13 @@ def _cast(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) ->
             raise InvalidRequest(f"input {name!r}: 'data' holds values outside the range of {datatype}")
     if dtype.kind != "f" or parsed.dtype == dtype:
         return parsed.astype(dtype, copy=False)
+    if parsed.dtype.kind == "f" and np.abs(parsed).max() <= _FLOAT_MAX[dtype]:
+        return parsed.astype(dtype)  # JSON numbers are finite: within the type's range, nothing overflows
+    return _narrowed(name, parsed, dtype, datatype)
+
+
+def _narrowed(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
+    """``parsed`` cast to the float ``dtype``; InvalidRequest when a value overflows it (the exact check)."""
     with np.errstate(over="ignore"):  # an overflow is refused below, with a message, not warned about
         array = parsed.astype(dtype)
     if nonfinite_count(array):
@@ -322,17 +367,19 @@ def _cast(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) ->
     return array
 
 
-def _with_nonfinite(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
-    """Float data where some items are the JSON spellings of NaN and the infinities (the rest: numbers)."""
+def _with_nonfinite(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> tuple[np.ndarray, int]:
+    """Float data where some items are the JSON spellings of NaN and the infinities (the rest: numbers),
+    and how many values are not finite: exactly the spelled ones (a number that overflows is refused)."""
     items = parsed.ravel().tolist()
     values = [
         NONFINITE_NAMES[text] if text in NONFINITE_NAMES else _finite_number(name, text, datatype) for text in items
     ]
     with np.errstate(over="ignore"):
         array = np.array(values, dtype=dtype).reshape(parsed.shape)
-    if nonfinite_count(array) > sum(text in NONFINITE_NAMES for text in items):
+    nonfinite = nonfinite_count(array)
+    if nonfinite > sum(text in NONFINITE_NAMES for text in items):
         raise InvalidRequest(f"input {name!r}: 'data' holds values outside the range of {datatype}")
-    return array
+    return array, nonfinite
 
 
 def _finite_number(name: str, text: str, datatype: str) -> float:
@@ -394,10 +441,11 @@ def _bytes_from_binary(name: str, buffer: memoryview) -> np.ndarray:
     return array
 
 
-def _json_data(array: np.ndarray) -> Any:
+def _json_data(array: np.ndarray, nonfinite: bool | None = None) -> Any:
+    """``array`` as orjson writes it; ``nonfinite``: whether it holds NaN or infinities (None: look)."""
     if array.dtype == object:
         return [_text(item) for item in array.ravel()]
-    if nonfinite_count(array):
+    if nonfinite or (nonfinite is None and nonfinite_count(array)):
         return [_json_float(value) for value in array.ravel().tolist()]  # orjson would write null
     return np.ascontiguousarray(array).ravel()  # orjson writes numpy arrays natively
 

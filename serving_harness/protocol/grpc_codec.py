@@ -51,6 +51,8 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 
+_FLOAT_FIELDS = frozenset({"fp32_contents", "fp64_contents"})
+
 
 def decode_grpc_request(request: pb.ModelInferRequest, schema: ModelSchema) -> InferRequest:
     """Validate ``request`` against ``schema``; ``binary_output`` of the result says: answer raw."""
@@ -105,6 +107,8 @@ def _tensor_from_contents(
     if datatype == "BYTES":
         array = np.empty(len(values), dtype=object)
         array[:] = list(values)
+    elif field in _FLOAT_FIELDS:  # the type's own values, NaN and infinities included: nothing to check
+        array = np.array(values, dtype=OIP_TO_NUMPY[datatype])
     else:
         array = _cast(name, np.array(values), OIP_TO_NUMPY[datatype], datatype)  # INT8 from int32: range checked
     count = math.prod(shape)

@@ -22,8 +22,18 @@ gRPC codes: 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404 NOT_FOUND, 429 and 41
 504 DEADLINE_EXCEEDED; metrics count them under their HTTP status with ``protocol="grpc"``. Limits:
 a message over ``limits.max_body_bytes`` is refused by gRPC itself (RESOURCE_EXHAUSTED);
 ``limits.request_timeout_s`` bounds the wait as over REST; gRPC's own HTTP/2 flow control and
-keep-alive replace the HTTP connection guard. Compressed requests (``grpc-encoding: gzip|deflate``)
-are decompressed by gRPC; answers go uncompressed (they are small and compressing costs the tail).
+keep-alive replace the HTTP connection guard.
+
+Compression: requests compressed with gzip or deflate (``grpc-encoding``; tritonclient's
+``compression_algorithm``, grpcio's ``compression=``) are inflated by gRPC itself, within
+``limits.max_body_bytes`` as inflated. Inference answers are compressed with ``grpc_compression``
+(gzip or deflate) once they reach ``MIN_COMPRESS_BYTES``, as REST's are (smaller ones cost more to
+compress than they save); the other methods' answers are small and go plain. The default, "none",
+compresses nothing, because gRPC gives the server no say per client: a request's ``grpc-encoding``
+and ``grpc-accept-encoding`` never reach the servicer, and gRPC does not fall back for a client that
+cannot inflate the algorithm (that call fails INTERNAL). grpcio and tritonclient inflate both; a
+grpc-go client needs the gzip codec registered. So a deployment turns it on when its clients can
+read it, as with Triton's ``--grpc-infer-response-compression-level``.
 """
 
 from __future__ import annotations
@@ -40,14 +50,15 @@ import grpc
 from serving_harness import __version__
 from serving_harness.errors import InferenceFailed, ModelNotReady, ServingError
 from serving_harness.metrics import UNKNOWN_MODEL
+from serving_harness.protocol.compression import MIN_COMPRESS_BYTES
 from serving_harness.protocol.grpc_codec import decode_grpc_request, encode_grpc_response
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2 as pb
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving_harness.protocol.grpc_gen import health_pb2, health_pb2_grpc
+from serving_harness.protocol.rest import EXTENSIONS, SERVER_NAME, Harness, public_message
 
 if TYPE_CHECKING:
     from serving_harness.model import ServedModel
-    from serving_harness.protocol.rest import _Harness
 
 __all__ = ["GRPC_CODES", "SERVICE_NAME", "GrpcListener", "start_grpc_server"]
 
@@ -66,6 +77,12 @@ GRPC_CODES = {
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+# ServingConfig.grpc_compression -> what gRPC compresses an answer of MIN_COMPRESS_BYTES or more with (None: never)
+COMPRESSION = {
+    "none": None,
+    "gzip": grpc.Compression.Gzip,
+    "deflate": grpc.Compression.Deflate,
 }
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -86,7 +103,7 @@ class GrpcListener:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-async def start_grpc_server(harness: _Harness, listener: GrpcListener) -> grpc.aio.Server:
+async def start_grpc_server(harness: Harness, listener: GrpcListener) -> grpc.aio.Server:
     """Start the inference and health services on ``listener`` (on the running loop); return the server.
 
     Raises OSError when the address cannot be bound.
@@ -111,11 +128,12 @@ async def start_grpc_server(harness: _Harness, listener: GrpcListener) -> grpc.a
 
 
 class _InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """The OIP v2 methods, over the REST app's ``_Harness``."""
+    """The OIP v2 methods, over the REST app's ``Harness``."""
 
-    def __init__(self, harness: _Harness) -> None:
+    def __init__(self, harness: Harness) -> None:
         self.harness = harness
         self.guarded = harness.token is not None or harness.limiter is not None
+        self.compression = COMPRESSION[harness.settings.grpc_compression]
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -124,23 +142,19 @@ class _InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.harness.is_ready())
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        from serving_harness.protocol.rest import EXTENSIONS, SERVER_NAME
-
         await self._guard(context, lambda: None)
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        model = await self._guard(context, lambda: self.harness._model(_path_params(request.name, request.version)))
+        model = await self._guard(context, lambda: self.harness.model_for(_path_params(request.name, request.version)))
         return pb.ModelReadyResponse(ready=model.serving)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        from serving_harness.protocol.rest import _describe
-
-        model = await self._guard(context, lambda: self.harness._model(_path_params(request.name, request.version)))
-        doc = _describe(model)
+        model = await self._guard(context, lambda: self.harness.model_for(_path_params(request.name, request.version)))
+        doc = self.harness.describe(model)
         return pb.ModelMetadataResponse(
             name=doc["name"],
-            versions=[v for n, v in self.harness.versions if n == model.config.name],
+            versions=doc["versions"],
             platform=doc["platform"],
             inputs=[_tensor_metadata(t) for t in doc["inputs"]],
             outputs=[_tensor_metadata(t) for t in doc["outputs"]],
@@ -149,7 +163,7 @@ class _InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def _guard(self, context: Any, lookup: Callable[[], Any]) -> Any:
         """The token check (a model's name is not for strangers), then ``lookup``; errors abort the call."""
         try:
-            self.harness._authorize(_metadata_text(context, "authorization"))
+            self.harness.authorize(_metadata_text(context, "authorization"))
             return lookup()
         except ServingError as exc:
             await _abort(context, exc)
@@ -180,33 +194,32 @@ class _InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         if self.guarded:
             self._admit(context)
-        model = picked or self.harness._model(params)  # the lookup raises NOT_FOUND
+        model = picked or self.harness.model_for(params)  # the lookup raises NOT_FOUND
         schema = model.active_schema
         if schema is None:
             raise ModelNotReady(f"model {model.config.name!r} is not ready: {model.reason or 'loading'}")
         decoded = decode_grpc_request(request, schema)
-        outcome = await model.answer(decoded.inputs, decoded.rows)
-        return encode_grpc_response(
+        answer = await model.answer(decoded)
+        response = encode_grpc_response(
             model_name=model.config.name,
             model_version=model.config.version,
             request=decoded,
-            outputs=outcome.outputs,
+            outputs=answer.outputs,
             schema=schema,
         )
+        if self.compression is not None and response.ByteSize() >= MIN_COMPRESS_BYTES:
+            await _compress(context, self.compression)
+        return response
 
     def _admit(self, context: Any) -> None:
-        """As REST: the token (UNAUTHENTICATED), then the rate limit of the verified identity."""
-        self.harness._authorize(_metadata_text(context, "authorization"))
-        if self.harness.token is not None:
-            self.harness._rate_limit("bearer")
-            return
-        self.harness._rate_limit(f"peer {_peer_host(context.peer())}")
+        """As REST (``Harness.admit``): the token (UNAUTHENTICATED), then the rate limit (RESOURCE_EXHAUSTED)."""
+        self.harness.admit(_metadata_text(context, "authorization"), _peer_host(context.peer()))
 
 
 class _HealthService(health_pb2_grpc.HealthServicer):
     """``grpc.health.v1``: SERVING when every model serves; "" and the inference service are known."""
 
-    def __init__(self, harness: _Harness) -> None:
+    def __init__(self, harness: Harness) -> None:
         self.harness = harness
 
     def _status(self) -> health_pb2.HealthCheckResponse.ServingStatus:
@@ -234,13 +247,18 @@ class _HealthService(health_pb2_grpc.HealthServicer):
 
 async def _abort(context: Any, exc: ServingError) -> None:
     """End the call with the gRPC code of ``exc``'s HTTP status (raises)."""
-    from serving_harness.protocol.rest import _public
-
     if exc.status_code == 500:  # the others are the client's or the load's doing: counted, not logged
         logger.warning("request failed", extra={"status": exc.status_code, "error": exc.message})
     trailing = tuple((k.lower(), v) for k, v in exc.headers().items() if k.lower() == "retry-after")
     code = GRPC_CODES.get(exc.status_code, grpc.StatusCode.UNKNOWN)
-    await context.abort(code, _public(exc.message), trailing_metadata=trailing)
+    await context.abort(code, public_message(exc.message), trailing_metadata=trailing)
+
+
+async def _compress(context: Any, algorithm: grpc.Compression) -> None:
+    """Have this call's answer compressed. The choice travels in the initial metadata and holds only when that
+    goes out ahead of the answer (set alone, gRPC sends the answer plain), hence the explicit send."""
+    context.set_compression(algorithm)
+    await context.send_initial_metadata(())
 
 
 def _path_params(name: str, version: str) -> dict[str, str]:

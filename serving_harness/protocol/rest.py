@@ -94,7 +94,7 @@ from serving_harness.rate_limit import RateLimiter
 if TYPE_CHECKING:
     from serving_harness.protocol.grpc_service import GrpcListener
 
-__all__ = ["create_app"]
+__all__ = ["EXTENSIONS", "SERVER_NAME", "Harness", "create_app", "public_message"]
 
 logger = logging.getLogger(__name__)
 SERVER_NAME = "serving_harness"
@@ -126,10 +126,49 @@ def create_app(
         app = create_app([ModelConfig(name="digits", path=Path("model.onnx"))], ServingConfig())
     """
     _check_names(models, canary)
-    harness = _Harness(models, settings, canary=canary, version_label=version_label)
+    harness = Harness(models, settings, canary=canary, version_label=version_label)
     harness.grpc = grpc
     handlers = {HTTPException: harness.unmatched}
-    return Starlette(routes=harness.routes(), lifespan=harness.lifespan, exception_handlers=handlers)
+    return _OipApp(
+        _InferEndpoint(harness), routes=harness.routes(), lifespan=harness.lifespan, exception_handlers=handlers
+    )
+
+
+class _OipApp(Starlette):
+    """Starlette, with ``POST /v2/models/{m}[/versions/{v}]/infer`` sent straight to its endpoint: the hot
+    route skips the middleware stack and the route table (about a tenth of the event loop's work for a small
+    request, per benchmarks/rest_overhead.py; the endpoint answers each of its errors in OIP form itself).
+    Everything else goes Starlette's way."""
+
+    def __init__(self, infer: _InferEndpoint, **options: Any) -> None:
+        super().__init__(**options)
+        self.infer = infer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            params = _infer_path_params(scope["path"])
+            if params is not None:
+                scope["app"] = self
+                scope["path_params"] = params
+                await self.infer(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_MODELS_PREFIX, _INFER_SUFFIX = "/v2/models/", "/infer"
+
+
+def _infer_path_params(path: str) -> dict[str, str] | None:
+    """The path parameters the infer routes would match in ``path`` (as Starlette's ``{m}``: one non-empty
+    segment), or None for any other path."""
+    if not (path.startswith(_MODELS_PREFIX) and path.endswith(_INFER_SUFFIX)):
+        return None
+    segments = path[len(_MODELS_PREFIX) : -len(_INFER_SUFFIX)].split("/")
+    if len(segments) == 1 and segments[0]:
+        return {"model": segments[0]}
+    if len(segments) == 3 and segments[1] == "versions" and segments[0] and segments[2]:
+        return {"model": segments[0], "version": segments[2]}
+    return None
 
 
 def _check_names(models: Sequence[ModelConfig], canary: CanarySplit | None) -> None:
@@ -147,8 +186,10 @@ def _check_names(models: Sequence[ModelConfig], canary: CanarySplit | None) -> N
             raise ValueError(f"the canary of {canary.model!r} names version(s) {sorted(missing)} that are not served")
 
 
-class _Harness:
-    """The server's state and its route handlers."""
+class Harness:
+    """The server's state and its route handlers: the models, auth, the rate limiter and the metrics that
+    REST and gRPC (``grpc_service``) share. ``model_for``, ``authorize``, ``rate_limit``, ``admit`` and
+    ``describe`` are what a protocol asks of it."""
 
     def __init__(
         self,
@@ -203,7 +244,7 @@ class _Harness:
             routes += [Route(prefix + "/config", self.model_config), Route(prefix + "/stats", self.statistics)]
         routes.append(Route("/v2/models/{model}/versions/{version}/infer", _InferEndpoint(self), methods=["POST"]))
         if self.canary is not None:
-            routes += canary_routes(self.canary, self._authorize, has_token=self.token is not None)
+            routes += canary_routes(self.canary, self.authorize, has_token=self.token is not None)
         return routes
 
     @contextlib.asynccontextmanager
@@ -249,8 +290,8 @@ class _Harness:
 
     async def model_ready(self, request: Request) -> Response:
         try:
-            self._authorize(request.headers.get("authorization", ""))  # a model's name is not for strangers
-            model = self._model(request.path_params)
+            self.authorize(request.headers.get("authorization", ""))  # a model's name is not for strangers
+            model = self.model_for(request.path_params)
         except ServingError as exc:
             return _error(exc)
         ready = model.serving
@@ -259,7 +300,7 @@ class _Harness:
     async def prometheus(self, request: Request) -> Response:
         if self.settings.metrics_need_token:
             try:
-                self._authorize(request.headers.get("authorization", ""))
+                self.authorize(request.headers.get("authorization", ""))
             except ServingError as exc:
                 return _error(exc)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
@@ -282,27 +323,25 @@ class _Harness:
 
     async def server_metadata(self, request: Request) -> Response:
         try:
-            self._authorize(request.headers.get("authorization", ""))
+            self.authorize(request.headers.get("authorization", ""))
         except ServingError as exc:
             return _error(exc)
         return _json({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
 
     async def model_metadata(self, request: Request) -> Response:
         try:
-            self._authorize(request.headers.get("authorization", ""))
-            model = self._model(request.path_params)
+            self.authorize(request.headers.get("authorization", ""))
+            model = self.model_for(request.path_params)
         except ServingError as exc:
             return _error(exc)
-        doc = _describe(model)
-        doc["versions"] = [v for n, v in self.versions if n == model.config.name]
-        return _json(doc)
+        return _json(self.describe(model))
 
     # -------------------------------------------------------------------------------- extensions
 
     async def model_config(self, request: Request) -> Response:
         try:
-            self._authorize(request.headers.get("authorization", ""))
-            model = self._model(request.path_params)
+            self.authorize(request.headers.get("authorization", ""))
+            model = self.model_for(request.path_params)
         except ServingError as exc:
             return _error(exc)
         return _json(extensions.model_configuration(model))
@@ -311,9 +350,9 @@ class _Harness:
         """Every served version's statistics, or those of the model (and version) in the path."""
         params = request.path_params
         try:
-            self._authorize(request.headers.get("authorization", ""))
+            self.authorize(request.headers.get("authorization", ""))
             if "model" in params:
-                self._model(params)  # 404 for an unknown name or version
+                self.model_for(params)  # 404 for an unknown name or version
         except ServingError as exc:
             return _error(exc)
         wanted = [
@@ -325,7 +364,7 @@ class _Harness:
 
     async def repository_index(self, request: Request) -> Response:
         try:
-            self._authorize(request.headers.get("authorization", ""))
+            self.authorize(request.headers.get("authorization", ""))
             body = await request.body()
             ready_only = bool(body.strip()) and orjson.loads(body).get("ready") is True
         except ServingError as exc:
@@ -334,12 +373,14 @@ class _Harness:
             return _error(InvalidRequest('the body must be a JSON object such as {"ready": true}'))
         index = extensions.repository_index(self.versions.values(), ready_only=ready_only)
         for entry in index:
-            entry["reason"] = _public(entry["reason"])
+            entry["reason"] = public_message(entry["reason"])
         return Response(orjson.dumps(index), media_type=JSON)
 
     # ---------------------------------------------------------------------------------- admission
 
-    def _model(self, params: dict[str, Any]) -> ServedModel:
+    def model_for(self, params: dict[str, Any]) -> ServedModel:
+        """The served model a route's path parameters name (``model``, and ``version`` when given);
+        ModelNotFound (404) for an unknown name or version, naming what is served."""
         name = params["model"]
         model = self.models.get(name)
         if model is None:
@@ -350,14 +391,16 @@ class _Harness:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; it has {known}")
         return self.versions[(name, version)] if version is not None else model
 
-    def _authorize(self, authorization: str) -> None:
+    def authorize(self, authorization: str) -> None:
+        """Check an ``Authorization`` value (``Bearer <token>``) when auth is on; Unauthorized (401) if wrong."""
         if self.token is None:
             return
         scheme, _, given = authorization.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
 
-    def _rate_limit(self, identity: str) -> None:
+    def rate_limit(self, identity: str) -> None:
+        """Take one request from ``identity``'s bucket when a rate is set; RateLimited (429, Retry-After) if empty."""
         if self.limiter is None:
             return
         wait_s = self.limiter.wait_s(identity)
@@ -367,11 +410,34 @@ class _Harness:
                 retry_after_s=self.limiter.retry_after_s(wait_s),
             )
 
+    def admit(self, authorization: str, peer_host: str) -> None:
+        """An inference call's admission, the same for every protocol: the bearer token first (401), then
+        the rate limit of the verified identity (429).
+
+        The identity is the token once it checks out (one configured token, one bucket: spelling it with
+        other spaces or case buys no extra rate), or the peer's host when auth is off (never a header the
+        client makes up).
+        """
+        self.authorize(authorization)
+        self.rate_limit("bearer" if self.token is not None else f"peer {peer_host}")
+
+    def describe(self, model: ServedModel) -> dict[str, Any]:
+        """OIP model metadata, as REST and gRPC answer it: every served version of the model's name, its
+        tensors, its ``state`` (and ``reason`` when it failed to load), and for a model with a batch axis
+        ``max_request_rows``: the rows one request may carry (413 above)."""
+        name = model.config.name
+        doc: dict[str, Any] = {"name": name, "versions": [v for n, v in self.versions if n == name]}
+        doc.update(_schema_doc(model))
+        doc["state"] = model.state.value
+        if model.reason is not None:
+            doc["reason"] = public_message(model.reason)
+        return doc
+
 
 class _InferEndpoint:
     """POST .../infer as a plain ASGI app: the hot path skips Starlette's Request and Response objects."""
 
-    def __init__(self, harness: _Harness) -> None:
+    def __init__(self, harness: Harness) -> None:
         self.harness = harness
         self.settings = harness.settings
         self.guarded = harness.token is not None or harness.limiter is not None
@@ -401,7 +467,7 @@ class _InferEndpoint:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         if self.guarded:
             self._admit(scope, request_headers)
-        model = picked or self.harness._model(scope["path_params"])  # the lookup raises the 404
+        model = picked or self.harness.model_for(scope["path_params"])  # the lookup raises the 404
         schema = model.active_schema
         if schema is None:
             raise ModelNotReady(f"model {model.config.name!r} is not ready: {model.reason or 'loading'}")
@@ -411,34 +477,25 @@ class _InferEndpoint:
         if b"content-encoding" in request_headers:
             body = decompress(body, request_headers[b"content-encoding"], limits.max_body_bytes)
         decoded = decode_infer_request(body, _header_length(request_headers), schema)
-        outcome = await model.answer(decoded.inputs, decoded.rows)
+        answer = await model.answer(decoded)
         payload, header_length = encode_infer_response(
             model_name=model.config.name,
             model_version=model.config.version,
             request=decoded,
-            outputs=outcome.outputs,
+            outputs=answer.outputs,
             schema=schema,
+            nonfinite_outputs=answer.nonfinite_outputs,
         )
-        timing = b"queue;dur=%.3f, compute;dur=%.3f" % (outcome.queue_s * 1e3, outcome.compute_s * 1e3)
+        timing = b"queue;dur=%.3f, compute;dur=%.3f" % (answer.queue_s * 1e3, answer.compute_s * 1e3)
         if header_length is None:
             return 200, [_JSON_TYPE, (b"server-timing", timing)], payload
         binary = [(b"content-type", b"application/octet-stream"), (_HEADER_LENGTH, b"%d" % header_length)]
         return 200, [*binary, (b"server-timing", timing)], payload
 
     def _admit(self, scope: Scope, request_headers: dict[bytes, bytes]) -> None:
-        """Bearer token first (401), then the rate limit per verified identity (429).
-
-        The identity is the token once it checks out (one configured token, one bucket: spelling it
-        with other spaces or case buys no extra rate), or the peer address when auth is off (never a
-        header the client makes up).
-        """
-        authorization = request_headers.get(b"authorization", b"").decode("latin-1")
-        self.harness._authorize(authorization)
-        if self.harness.token is not None:
-            self.harness._rate_limit("bearer")
-            return
         client = scope.get("client")
-        self.harness._rate_limit(f"peer {client[0] if client else ''}")
+        authorization = request_headers.get(b"authorization", b"").decode("latin-1")
+        self.harness.admit(authorization, client[0] if client else "")
 
 
 def _compressed(payload: bytes, accept_encoding: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -450,28 +507,20 @@ def _compressed(payload: bytes, accept_encoding: bytes, headers: list[tuple[byte
     return compress(payload, encoding)
 
 
-def _describe(model: ServedModel) -> dict[str, Any]:
-    """OIP model metadata, plus ``state`` (and ``reason`` when it failed to load), and for a model with a
-    batch axis ``max_request_rows``: the rows one request may carry (413 above)."""
-    config = model.config
-    doc: dict[str, Any] = {
-        "name": config.name,
-        "versions": [config.version],
-        "platform": "",
-        "inputs": [],
-        "outputs": [],
-    }
+def _schema_doc(model: ServedModel) -> dict[str, Any]:
+    """The metadata's platform and tensors (empty until the model or its fallback has loaded), and
+    ``max_request_rows`` for a model with a batch axis."""
     schema = model.active_schema
-    if schema is not None:
-        metadata = schema.metadata
-        doc["platform"] = metadata.platform
-        doc["inputs"] = [t.model_dump() for t in metadata.inputs]
-        doc["outputs"] = [t.model_dump() for t in metadata.outputs]
-        if schema.batched:
-            doc["max_request_rows"] = model.max_request_rows
-    doc["state"] = model.state.value
-    if model.reason is not None:
-        doc["reason"] = _public(model.reason)
+    if schema is None:
+        return {"platform": "", "inputs": [], "outputs": []}
+    metadata = schema.metadata
+    doc: dict[str, Any] = {
+        "platform": metadata.platform,
+        "inputs": [t.model_dump() for t in metadata.inputs],
+        "outputs": [t.model_dump() for t in metadata.outputs],
+    }
+    if schema.batched:
+        doc["max_request_rows"] = model.max_request_rows
     return doc
 
 
@@ -552,10 +601,10 @@ def _error_parts(exc: ServingError, *, redact: bool = True) -> tuple[int, list[t
     if exc.status_code == 500:  # the others are the client's or the load's doing: counted, not logged
         logger.warning("request failed", extra={"status": exc.status_code, "error": exc.message})
     headers = [_JSON_TYPE, *((k.lower().encode(), v.encode()) for k, v in exc.headers().items())]
-    return exc.status_code, headers, orjson.dumps({"error": _public(exc.message) if redact else exc.message})
+    return exc.status_code, headers, orjson.dumps({"error": public_message(exc.message) if redact else exc.message})
 
 
-def _public(message: str) -> str:
-    """``message`` without the directories of absolute paths (a runtime's error names the model's file):
+def public_message(message: str) -> str:
+    """What a client is told of an error: ``message`` without the directories of absolute paths (a runtime's error names the model's file):
     where a server keeps its files is not a client's business; the log keeps the whole message."""
     return _ABSOLUTE_DIRECTORIES.sub("", message) if "/" in message else message

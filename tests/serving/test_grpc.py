@@ -6,6 +6,7 @@ check what tritonclient never sends (typed ``contents``) and the status codes.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import serving_support as support
 
 from serving_harness.config import ServingConfig
 from serving_harness.model import ModelConfig
+from serving_harness.protocol import grpc_service
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2 as pb
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving_harness.protocol.grpc_gen import health_pb2, health_pb2_grpc
@@ -139,6 +141,54 @@ def test_typed_contents_come_back_typed_and_raw_comes_back_raw(served: tuple[str
     assert list(typed_answer.outputs[0].contents.int64_contents) == [2, 3, 4]
     assert list(typed_answer.outputs[0].shape) == [1, 3]
     np.testing.assert_array_equal(np.frombuffer(raw_answer.raw_output_contents[0], dtype=np.int64), [2, 3, 4])
+
+
+def test_typed_float_contents_carry_nan_and_infinities(served: tuple[str, str]) -> None:
+    """FP32 contents are float32 already: NaN and infinities are values, not an overflow to refuse."""
+    x = np.array([[1.0, np.nan, np.inf, -np.inf]], dtype=np.float32)
+    contents = pb.InferTensorContents(fp32_contents=x.ravel().tolist())
+    typed = pb.ModelInferRequest(
+        model_name="affine", inputs=[Tensor(name="x", datatype="FP32", shape=[1, 4], contents=contents)]
+    )
+    counted = _nonfinite_counts(served[0])
+    with _stub(served[1]) as stub:
+        answer = stub.ModelInfer(typed)
+    outputs = {o.name: np.array(o.contents.fp32_contents, dtype=np.float32).reshape(1, 4) for o in answer.outputs}
+    np.testing.assert_array_equal(outputs["plus"], x + support.BIAS)
+    np.testing.assert_array_equal(outputs["times"], x * 3)
+    now = _nonfinite_counts(served[0])
+    assert (now[0] - counted[0], now[1] - counted[1]) == (3, 6)  # in: 3; out: 3 in each of the two outputs
+
+
+def _nonfinite_counts(url: str) -> tuple[float, float]:
+    text = httpx.get(f"{url}/metrics").text
+    found = [
+        support.metric_value(text, "sh_nonfinite_values_total", model="affine", direction=d)
+        for d in ("input", "output")
+    ]
+    return found[0], found[1]
+
+
+def test_the_grpc_service_asks_the_harness_through_its_public_methods() -> None:
+    """One harness, two protocols: gRPC calls what REST offers it, never a private helper of the REST module."""
+    source = Path(grpc_service.__file__).read_text()
+    tree = ast.parse(source)
+    private_calls = [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "harness"
+    ]
+    private_imports = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("serving_harness")
+        for alias in node.names
+        if alias.name.startswith("_") and alias.name != "__version__"
+    ]
+    assert private_calls == [] and private_imports == []
 
 
 def test_bytes_tensors_travel_typed_and_raw(served: tuple[str, str]) -> None:
