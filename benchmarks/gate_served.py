@@ -110,7 +110,10 @@ def _served_alone(contender: Contender, profile: dict[str, Any], workdir: Path) 
         payloads = contender_payloads(server, contender.model_name, spec, None, workdir)
         target = Target(url=server.url, model=contender.model_name, server=server)
         (step,) = run_profile(target, spec, payloads, workdir=workdir / "load").steps
-    figures = {name: Figure(values=tuple(values)) for name, values in step.measurement.samples.items()}
+    # Every latency figure named, empty where no window could carry it (too few requests for a p99): a rule
+    # on it is then inconclusive for this side, as when the gate reads a run (gate.sources).
+    figures = {f"latency_ms_{k}": Figure() for k in ("p50", "p90", "p99", "mean")}
+    figures.update({name: Figure(values=tuple(values)) for name, values in step.measurement.samples.items()})
     return Source(str(contender.model_path), {step.measurement.case: figures})
 
 
