@@ -62,6 +62,7 @@ _SETTING_FLAGS = {
     "max_batch_size": "batching.max_batch_size",
     "max_queue_delay_us": "batching.max_queue_delay_us",
     "preferred_batch_sizes": "batching.preferred_batch_sizes",
+    "inline": "batching.inline",
     "max_queue_size": "limits.max_queue_size",
     "max_request_rows": "limits.max_request_rows",
     "request_timeout_s": "limits.request_timeout_s",
@@ -496,6 +497,9 @@ def _add_setting_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-batch-size", type=_setting("batching.max_batch_size"))
     serve.add_argument("--max-queue-delay-us", type=_setting("batching.max_queue_delay_us"))
     serve.add_argument("--preferred-batch-sizes", type=_sizes, help="comma-separated, e.g. 8,16")
+    serve.add_argument(
+        "--inline", action="store_true", default=None, help="run a fast model on the event loop (batch 1, 1 instance)"
+    )
     serve.add_argument("--max-queue-size", type=_setting("limits.max_queue_size"))
     serve.add_argument(
         "--max-request-rows", type=_setting("limits.max_request_rows"), help="rows one request may carry (413 above)"

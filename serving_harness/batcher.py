@@ -24,6 +24,15 @@ Each instance is its own loaded runtime with a thread of its own; the N threads 
 FIFO queue (ONNX Runtime and torch release the GIL while they compute). A job's result comes back to
 the event loop with ``call_soon_threadsafe``; a plain thread and queue cost less per request than an
 executor (no concurrent.futures.Future, no future chaining).
+
+Inline (``batching.inline``, opt-in; needs ``max_batch_size == 1`` and one instance): a request runs on
+the event-loop thread itself, inside ``infer``, with no thread and no hand-off (a queue put, a thread
+wake-up and a ``call_soon_threadsafe`` back: most of the CPU a tiny model's request costs). The trade-off:
+while the model computes, the loop does nothing else, so health checks, metrics scrapes and every other
+connection wait for it; it suits models that answer in well under a millisecond. Nothing ever queues
+(``queue_s`` is 0 and ``max_queue_size`` never applies); the timeout cannot interrupt a running call, so
+it applies afterwards: a call longer than ``timeout_s`` answers RequestTimeout, as the threaded path would
+have; a runtime error is InferenceFailed with the same message.
 """
 
 from __future__ import annotations
@@ -109,11 +118,15 @@ class Batcher:
     ) -> None:
         if not instances:
             raise ValueError("a batcher needs at least one model instance")
+        if batching.inline and len(instances) != 1:
+            raise ValueError(f"batching.inline needs exactly one model instance, not {len(instances)}")
+        self._inline = instances[0] if batching.inline else None  # runs on the loop thread: no instance thread
         self._capacity = len(instances)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=_serve_instance, args=(r, self._jobs), name=f"sh-{name}-{i}", daemon=True)
             for i, r in enumerate(instances)
+            if self._inline is None
         ]
         for thread in self._threads:
             thread.start()
@@ -152,6 +165,8 @@ class Batcher:
             raise ModelNotReady("the model is shutting down")
         if self._max_request_rows is not None and rows > self._max_request_rows:
             raise self._too_many_rows(rows)
+        if self._inline is not None:
+            return self._run_inline(self._inline, inputs, rows)  # a plain call: no coroutine frame of its own
         if self._max_rows == 1 or (self._delay_s == 0 and not self._queue and self._busy < self._capacity):
             return await self._run_direct(inputs, rows)  # the fast path, inlined: this is the hot call
         return await self._enqueue(inputs, rows)
@@ -199,6 +214,19 @@ class Batcher:
             self._expired.discard(future)
             self._release()
         return InferOutcome(outputs, start_s - submitted, end_s - start_s, rows)
+
+    def _run_inline(self, runtime: Runtime, inputs: Arrays, rows: int) -> InferOutcome:
+        """Compute on the loop thread (``batching.inline``): it blocks the loop for the model's call."""
+        self._observer.batch_formed(rows)
+        start_s = perf_counter()
+        try:
+            outputs = runtime.infer(inputs)
+        except Exception as exc:
+            raise _model_failed(exc) from exc
+        compute_s = perf_counter() - start_s
+        if compute_s > self._timeout_s:  # nothing could interrupt the call: the threaded path's 504, late
+            raise self._timed_out()
+        return InferOutcome(outputs, 0.0, compute_s, rows)
 
     def _expire_direct(self, future: asyncio.Future[_Done]) -> None:
         self._expired.add(future)
@@ -353,9 +381,14 @@ def _serve_instance(runtime: Runtime, jobs: queue.SimpleQueue[_Job | None]) -> N
             outputs = runtime.infer(inputs)
             done: _Done | InferenceFailed = (outputs, start_s, perf_counter())
         except Exception as exc:
-            done = InferenceFailed(f"the model failed: {type(exc).__name__}: {exc}")
+            done = _model_failed(exc)
         with contextlib.suppress(RuntimeError):  # the loop closed while this job ran
             loop.call_soon_threadsafe(_settle, future, done)
+
+
+def _model_failed(exc: Exception) -> InferenceFailed:
+    """What a runtime's exception becomes, on an instance thread or inline."""
+    return InferenceFailed(f"the model failed: {type(exc).__name__}: {exc}")
 
 
 def _settle(future: asyncio.Future[_Done], done: _Done | InferenceFailed) -> None:

@@ -18,6 +18,15 @@ Closing is the answer (no 408 is written): the peer sent no request to answer. E
 by reason (``header_timeout``, ``body_timeout``, ``limit``) in the dict the app's lifespan state holds
 under ``CLOSED_CONNECTIONS`` (``sh_connections_closed_total`` in ``/metrics``).
 
+One write per small response: uvicorn writes a response's status line and headers, then its body, in
+two ``transport.write`` calls, hence two ``send`` system calls and two TCP segments that the client reads
+apart. A response with a Content-Length (not chunked, not to HEAD) now goes out in one: the cycle writes
+through ``_OneWrite``, which holds the head until the first body bytes and writes both together (a close
+or a disconnect in between sends the head alone, as before, or drops it with the connection). Safe
+because uvicorn's cycle writes its head exactly once, in ``http.response.start``, and a Content-Length
+promises a body message that follows (Starlette sends it at once); a chunked (streaming) response keeps
+its head unheld, so a client sees it before the first chunk.
+
 uvicorn (0.54, which bundles pin) has no header or body read timeout, and ``limit_concurrency`` answers
 503 to everyone once idle sockets fill it: hence a subclass of its httptools protocol, which overrides
 only the parser callbacks and connection events that uvicorn's own protocols implement.
@@ -29,11 +38,11 @@ import asyncio
 import logging
 from dataclasses import asdict, dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 __all__ = ["BODY_GRACE_S", "CLOSED_CONNECTIONS", "ConnectionLimits", "GuardedHttpProtocol"]
@@ -88,6 +97,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.transport is self.transport:  # a new cycle (not an upgrade)
+            self.cycle.transport = cast(asyncio.Transport, _OneWrite(self.transport, self.cycle))
         self._reading_body = True
         self._set_deadline(self.limits.body_timeout_s + BODY_GRACE_S)
 
@@ -151,6 +162,44 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._closed[reason] = self._closed.get(reason, 0) + 1
         _warn_now_and_then(self.limits, reason)
         self.transport.close()
+
+
+class _OneWrite:
+    """The transport one response cycle writes through: a Content-Length response's head waits for its
+    first body bytes and goes out with them in one write. The cycle calls only write, close and is_closing."""
+
+    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        """Write ``data``, holding the response head when a body is sure to follow."""
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif not self._head_seen and self._cycle.response_started:  # the head: uvicorn writes it once
+            self._head_seen = True
+            if self._body_follows():
+                self._head = bytes(data)
+                return
+        self._transport.write(data)
+
+    def _body_follows(self) -> bool:
+        cycle = self._cycle
+        return cycle.chunked_encoding is False and cycle.expected_content_length > 0 and cycle.scope["method"] != "HEAD"
+
+    def close(self) -> None:
+        """Send a held head first (an app that failed after starting its response), then close."""
+        if self._head is not None and not self._transport.is_closing():
+            self._transport.write(self._head)
+        self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 _last_warning_s = -WARNING_INTERVAL_S
