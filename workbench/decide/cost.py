@@ -19,18 +19,20 @@ variant that meet the constraints"::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
 from workbench.decide.select import Mode, Objective, Term, rank
 from workbench.errors import UsageError
-from workbench.recipe.spec import Bound, Recipe
+from workbench.recipe.spec import Bound, ClusterSpec, Recipe
 
 __all__ = [
     "COST_COLUMNS",
     "cheapest_on_pools",
     "cost_per_million",
     "cost_table",
+    "pool_comparison",
     "pool_cost_table",
     "pool_prices",
     "with_cost",
@@ -101,12 +103,32 @@ def _fastest(
 # ------------------------------------------------------------------------------------------------ hardware pools
 
 POOL_COST_COLUMNS = ("pool", *COST_COLUMNS[:-2], "cheapest")
+POOL_COMPARISON_COLUMNS = (
+    "pool",
+    "variant",
+    "mode",
+    "case",
+    "batch_size",
+    "throughput_items_per_s",
+    "latency_ms_p99",
+    "cost_per_million",
+    "feasible",
+    "violations",
+    "cheapest",
+)
 
 
-def pool_prices(recipe: Recipe) -> dict[str, float]:
-    """Each pool of ``cluster.targets`` that has a price: name → price per hour."""
-    targets = recipe.cluster.targets if recipe.cluster is not None else {}
+def pool_prices(recipe: Recipe | Mapping[str, Any]) -> dict[str, float]:
+    """Each pool of ``cluster.targets`` that has a price: name → price per hour. ``recipe`` may also be
+    the recipe as a run records it (``run.json``'s mapping), so a report re-rendered later prices the same."""
+    cluster = recipe.cluster if isinstance(recipe, Recipe) else _recorded_cluster(recipe)
+    targets = cluster.targets if cluster is not None else {}
     return {name: pool.price_per_hour for name, pool in targets.items() if pool.price_per_hour is not None}
+
+
+def _recorded_cluster(recipe: Mapping[str, Any]) -> ClusterSpec | None:
+    found = recipe.get("cluster")
+    return ClusterSpec.model_validate(found) if isinstance(found, Mapping) else None
 
 
 def with_pool_cost(frame: pd.DataFrame, prices: Mapping[str, float]) -> pd.DataFrame:
@@ -137,6 +159,25 @@ def pool_cost_table(
         return pd.DataFrame(columns=list(POOL_COST_COLUMNS))
     rows = rows.assign(cheapest=rows["rank"] == 1)
     return rows.reindex(columns=list(POOL_COST_COLUMNS)).reset_index(drop=True)
+
+
+def pool_comparison(
+    frame: pd.DataFrame,
+    constraints: Mapping[str, Bound],
+    prices: Mapping[str, float],
+    *,
+    batch_size: int | None = None,
+    mode: Mode | None = None,
+) -> pd.DataFrame:
+    """Every measured variant × priced pool, feasible or not: its throughput, p99 and cost per million at its
+    pool's price, whether it meets the constraints (``violations`` says why not), and ``cheapest`` on the one
+    the run would pick. Feasible rows cheapest first, then the misses; empty without priced pools."""
+    cheapest = Objective((Term("cost_per_million", maximize=False),), batch_size=batch_size)
+    ranking = rank(with_pool_cost(frame, prices), constraints, cheapest, mode=mode)
+    if ranking.empty:
+        return pd.DataFrame(columns=list(POOL_COMPARISON_COLUMNS))
+    ranking = ranking.assign(cheapest=(ranking["rank"] == 1).fillna(False).astype(bool))
+    return ranking.reindex(columns=list(POOL_COMPARISON_COLUMNS)).reset_index(drop=True)
 
 
 def cheapest_on_pools(frame: pd.DataFrame, recipe: Recipe) -> dict[str, object] | None:

@@ -308,6 +308,11 @@ class ClusterSpec(_Spec):
     """
 
     targets: dict[str, PoolSpec] = Field(default_factory=dict, description="pool name → {price_per_hour}.")
+    load_placement: Literal["spread", "same-node", "other-node"] = Field(
+        default="spread",
+        description="Where load.workers' Locust workers run: spread over the pool's nodes (the harness's first), "
+        "on the harness's node, or on the pool's other nodes.",
+    )
 
     @field_validator("targets", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from workbench.decide.cost import pool_comparison, pool_prices
 from workbench.decide.select import bound_text
 from workbench.report.findings import FLAG_MEANINGS, Findings, find
 from workbench.report.schema import RunEnvelope, VariantRecord
@@ -48,6 +49,7 @@ SERVED_COLUMNS = (
     "flags",
 )
 COST_HEADER = ("variant", "at", "items/s under SLA", "p50 ms", "cost per 1M", "")
+POOL_COST_HEADER = ("pool", "variant", "at", "items/s", "p99 ms", "cost per 1M", "feasible", "")
 FLAG_COLUMNS = ("variant", "mode", "at", "flag", "meaning")
 DIFF_COLUMNS = ("variant", "output", "max abs diff", "max rel diff", "NaN/Inf")
 
@@ -170,6 +172,40 @@ def cost_rows(findings: Findings) -> Rows:
             }
         )
     return rows
+
+
+def pool_cost_section(envelope: RunEnvelope, findings: Findings) -> list[str]:
+    """A cluster run over priced pools: each pool × variant, its cost at its pool's price, and the cheapest
+    pool and variant that meet the constraints, named; nothing for a run without priced pools."""
+    prices = pool_prices(envelope.recipe)
+    inputs = findings.inputs
+    table = pool_comparison(findings.frame, inputs.constraints, prices, batch_size=inputs.objective.batch_size)
+    if table.empty:
+        return []
+    listed = ", ".join(f"{pool} {price:g}" for pool, price in prices.items())
+    best = table[table["cheapest"]]
+    named = (
+        f"**Cheapest feasible: `{best.iloc[0]['variant']}` on pool `{best.iloc[0]['pool']}`**"
+        if not best.empty
+        else "**No pool and variant meet the constraints.**"
+    )
+    rows = [_pool_cost_row(r, inputs.currency) for _, r in table.iterrows()]
+    body = f"{named}\n\n{_md_table(rows, POOL_COST_HEADER)}"
+    return _md_section(f"Cost per million inferences per pool ({listed} {inputs.currency}/hour)", body)
+
+
+def _pool_cost_row(r: pd.Series, currency: str) -> dict[str, str]:
+    cost = _get(r, "cost_per_million")
+    return {
+        "pool": str(r["pool"]),
+        "variant": str(r["variant"]),
+        "at": _at(r),
+        "items/s": _num(_get(r, "throughput_items_per_s"), 1),
+        "p99 ms": _num(_get(r, "latency_ms_p99")),
+        "cost per 1M": "–" if cost is None else f"{float(cost):.4g} {currency}",
+        "feasible": "yes" if r["feasible"] else f"no: {r['violations']}",
+        "": "cheapest" if r["cheapest"] else "",
+    }
 
 
 def front_rows(findings: Findings) -> Rows:
@@ -303,6 +339,7 @@ def render_markdown(
         lines += _md_section(
             f"Cost per million inferences ({price})", _md_table(cost_rows(found), COST_HEADER) or "–\n"
         )
+    lines += pool_cost_section(envelope, found)
     if not found.front.empty:
         lines += _md_section(
             "Pareto front (accuracy vs latency)",

@@ -105,6 +105,7 @@ class VariantRecord(_Model):
     quality: Quality | None = None
     measurements: list[Measurement] = Field(default_factory=list)
     pool: str | None = Field(default=None, description="The cluster pool it was measured on (cluster.targets).")
+    attempts: int = Field(default=1, ge=1, description="Runs of its measurement (above 1: retried after a lost node).")
     environment: dict[str, Any] | None = Field(
         default=None, description="The measuring node's fingerprint (a cluster run); None: the run's own."
     )

@@ -54,6 +54,7 @@ def _placement_columns(record: VariantRecord) -> dict[str, Any]:
     found = record.environment or {}
     return {
         "pool": record.pool,
+        "attempts": record.attempts,
         "hardware": hardware_fingerprint(found) if found else None,
         "hardware_label": hardware_label(found) if found else None,
         "node": (found.get("platform") or {}).get("hostname"),

@@ -36,7 +36,7 @@ from serving_harness.config import ServingConfig
 from workbench.data.base import Dataset
 from workbench.errors import MeasurementError
 from workbench.measure import server_metrics
-from workbench.measure.load.generator import LocustProcesses, LocustRun
+from workbench.measure.load.generator import LocustProcesses, LocustRun, UsageSampler
 from workbench.measure.load.payloads import (
     PayloadFiles,
     dataset_batches,
@@ -292,6 +292,7 @@ class _Observed:
     settled: bool
     measure_from_ns: int
     generator: list[ProcessUsage]
+    generator_places: list[str]  # where each generator process ran ("local", or a cluster node)
     server_usage: ProcessUsage | None
     server: dict[str, Any]
     offered_rps: float | None
@@ -377,9 +378,18 @@ class _Observed:
             "generator_cpu_percent_mean": generator_cpu,
             "generator_cpu_percent_max": max((u["cpu_percent_max"] for u in self.generator), default=0.0),
             "generator_rss_mb_max": max((u["rss_mb_max"] for u in self.generator), default=0.0),
+            "generator_workers": self._per_worker(),
             "windows": figures.window_table,
             "folder": str(self.folder),
         }
+
+    def _per_worker(self) -> list[dict[str, Any]]:
+        """Each generator process's CPU and where it ran; ``saturated`` names the ones the step flag blames."""
+        limit = self.profile.generator_cpu_limit_percent
+        return [
+            {"where": where, **usage, "saturated": usage["cpu_percent_mean"] >= limit}
+            for where, usage in zip(self.generator_places, self.generator, strict=True)
+        ]
 
 
 class _StepRun:
@@ -494,6 +504,7 @@ class _StepRun:
             settled=is_settled,
             measure_from_ns=measure_from,
             generator=usage,
+            generator_places=processes.load_places(),
             server_usage=server_usage,
             server=server_metrics.breakdown(before, after),
             offered_rps=None if self.plan.loop == "closed" else self.plan.rate_rps,
@@ -515,12 +526,11 @@ class _StepRun:
             self._check(processes)
             time.sleep(min(POLL_S, max(0.0, (instant_ns - time.monotonic_ns()) / 1e9)))
 
-    def _samplers(self, processes: LocustProcesses) -> list[ProcessSampler]:
-        pids = processes.load_pids()
+    def _samplers(self, processes: LocustProcesses) -> list[UsageSampler]:
+        samplers = processes.load_samplers(SAMPLE_INTERVAL_S)  # sampled where each one runs
         server = self.session.target.server
         if server is not None:
-            pids.append(server.pid)
-        samplers = [ProcessSampler(pid, interval_s=SAMPLE_INTERVAL_S) for pid in pids]
+            samplers.append(ProcessSampler(server.pid, interval_s=SAMPLE_INTERVAL_S))
         for sampler in samplers:
             sampler.start()
         return samplers

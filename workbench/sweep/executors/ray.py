@@ -23,7 +23,7 @@ import signal
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from workbench.recipe.loader import recipe_folder
 from workbench.registry import recipe_imports
 from workbench.report.rundir import RunDir
 from workbench.report.schema import VariantRecord
+from workbench.sweep.executors.load_workers import ray_load_workers
 from workbench.sweep.executors.pools import POOL_RESOURCE_PREFIX, pool_names, pool_of
 from workbench.sweep.executors.transfer import Shipment, localize, pack, pack_folder, receive, unpack_folder
 from workbench.sweep.runner import Built, Workspace, build_variant, measure_built, stops_the_run
@@ -258,12 +259,30 @@ def _measure_task(variant: Variant, result: _BuildResult, shared: _Shared) -> _M
             built = replace(built, artifact=localize(built.artifact, result.shipment, workspace.cache))
         with tempfile.TemporaryDirectory(prefix="workbench-measure-") as scratch:
             run = RunDir(Path(scratch) / "run")  # the load engine's files, sent to the driver's run folder
-            record = measure_built(built, replace(workspace, run_path=run.path))
+            with _load_workers(workspace, variant):
+                record = measure_built(built, replace(workspace, run_path=run.path))
             details = run.read_load_details([variant.id]).get(variant.id)
             folder = run.load_workdir(variant.id)
             files = pack_folder(folder) if folder.is_dir() else None
-    record = record.model_copy(update={"environment": _node_environment()})
+    node = {**_node_environment(), "ray_node": {"id": ray.get_runtime_context().get_node_id()}}
+    record = record.model_copy(update={"environment": node, "attempts": _attempt()})
     return _Measured(record, details, files, None if in_place else result.shipment)
+
+
+def _load_workers(workspace: Workspace, variant: Variant) -> AbstractContextManager[None]:
+    """The measurement's Locust workers as actors on the cluster's nodes (``load.workers`` of them)."""
+    recipe = workspace.recipe
+    workers = recipe.load.workers if recipe.load.enabled else 0
+    placement = recipe.cluster.load_placement if recipe.cluster is not None else "spread"
+    return ray_load_workers(workers, placement, pool_of(variant.id), POOL_RESOURCE_PREFIX)
+
+
+def _attempt() -> int:
+    """Which run of this task this is (1: the first; more after its node was lost). Ray keeps the number in
+    the task's spec and has no public call that reads it; an older Ray without it counts as the first."""
+    core_worker = getattr(ray._private.worker.global_worker, "core_worker", None)
+    read = getattr(core_worker, "get_current_task_attempt_number", None)
+    return int(read()) + 1 if read is not None else 1
 
 
 # ----------------------------------------------------------------------------------------------- the driver
