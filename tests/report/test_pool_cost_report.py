@@ -12,6 +12,7 @@ from report_support import frame, row
 
 from workbench.decide.cost import pool_comparison, pool_prices
 from workbench.recipe.spec import Bound
+from workbench.report.html import render_html
 from workbench.report.render import render_markdown
 from workbench.report.schema import RunEnvelope
 
@@ -68,7 +69,7 @@ def test_report_md_has_the_per_pool_cost_table_and_names_the_cheapest() -> None:
     markdown = render_markdown(envelope(RECIPE), cluster_run(), [])
     section = markdown.split("## Cost per million inferences per pool")[1].split("\n## ")[0]
     assert "(cpu-small 0.1, cpu-large 0.4 USD/hour)" in section
-    assert "**Cheapest feasible: `fp32@pool=cpu-small` on pool `cpu-small`**" in section
+    assert "**Cheapest feasible: fp32@pool=cpu-small on pool cpu-small**" in section
     lines = [line for line in section.splitlines() if line.startswith("| cpu-")]
     assert len(lines) == 4  # every pool × variant, the misses too
     small_fp32 = next(line for line in lines if "fp32@pool=cpu-small" in line)
@@ -87,3 +88,11 @@ def test_a_run_without_priced_pools_has_no_pool_section() -> None:
     unpriced = {**RECIPE, "cluster": {"targets": ["cpu-small", "cpu-large"]}}
     assert "per pool" not in render_markdown(envelope(unpriced), cluster_run(), [])
     assert "per pool" not in render_markdown(envelope({}), frame(row("fp32")), [])
+
+
+def test_report_html_has_the_same_per_pool_table() -> None:
+    page = render_html(envelope(RECIPE), cluster_run(), [])
+    section = page.split("Cost per million inferences per pool")[1].split("</table>")[0]
+    assert "(cpu-small 0.1, cpu-large 0.4 USD/hour)" in section
+    assert "<strong>Cheapest feasible: fp32@pool=cpu-small on pool cpu-small</strong>" in section
+    assert section.count("<tr") == 5  # the header and every pool × variant

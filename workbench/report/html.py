@@ -32,6 +32,7 @@ from workbench.report.render import (
     COST_HEADER,
     DIFF_COLUMNS,
     FLAG_COLUMNS,
+    POOL_COST_HEADER,
     SERVED_COLUMNS,
     SUMMARY_COLUMNS,
     Rows,
@@ -42,6 +43,7 @@ from workbench.report.render import (
     flag_rows,
     front_rows,
     lineage_text,
+    pool_cost,
     ranking_table,
     recipe_yaml,
     served_rows,
@@ -146,6 +148,10 @@ def _summary(envelope: RunEnvelope, findings: Findings) -> str:
     if findings.cost is not None:
         price = f"{findings.inputs.price_per_hour:g} {findings.inputs.currency}/hour"
         parts += [f"<h3>Cost per million inferences at {_e(price)}</h3>", _table(cost_rows(findings), COST_HEADER)]
+    pools = pool_cost(envelope, findings)
+    if pools is not None:
+        parts += [f"<h3>{_e(pools.title)}</h3><p><strong>{_e(pools.verdict)}</strong></p>",
+                  _table(pools.rows, POOL_COST_HEADER)]  # fmt: skip
     if not findings.front.empty:
         front_columns = ("variant", "at", findings.latency_column, "accuracy")
         parts += ["<h3>Pareto front (accuracy vs latency)</h3>", _table(front_rows(findings), front_columns)]

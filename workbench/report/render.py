@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -174,24 +175,39 @@ def cost_rows(findings: Findings) -> Rows:
     return rows
 
 
-def pool_cost_section(envelope: RunEnvelope, findings: Findings) -> list[str]:
-    """A cluster run over priced pools: each pool × variant, its cost at its pool's price, and the cheapest
-    pool and variant that meet the constraints, named; nothing for a run without priced pools."""
+@dataclass(frozen=True)
+class PoolCost:
+    """A cluster run over priced pools: each pool × variant at its pool's price, and what is cheapest."""
+
+    title: str  # "Cost per million inferences per pool (cpu-small 0.1, cpu-large 0.4 USD/hour)"
+    verdict: str  # the cheapest feasible pool and variant, named; or that none meets the constraints
+    rows: Rows
+
+
+def pool_cost(envelope: RunEnvelope, findings: Findings) -> PoolCost | None:
+    """The per-pool cost table of a cluster run with priced pools; None for any other run."""
     prices = pool_prices(envelope.recipe)
     inputs = findings.inputs
     table = pool_comparison(findings.frame, inputs.constraints, prices, batch_size=inputs.objective.batch_size)
     if table.empty:
-        return []
+        return None
     listed = ", ".join(f"{pool} {price:g}" for pool, price in prices.items())
     best = table[table["cheapest"]]
-    named = (
-        f"**Cheapest feasible: `{best.iloc[0]['variant']}` on pool `{best.iloc[0]['pool']}`**"
+    verdict = (
+        f"Cheapest feasible: {best.iloc[0]['variant']} on pool {best.iloc[0]['pool']}"
         if not best.empty
-        else "**No pool and variant meet the constraints.**"
+        else "No pool and variant meet the constraints."
     )
     rows = [_pool_cost_row(r, inputs.currency) for _, r in table.iterrows()]
-    body = f"{named}\n\n{_md_table(rows, POOL_COST_HEADER)}"
-    return _md_section(f"Cost per million inferences per pool ({listed} {inputs.currency}/hour)", body)
+    return PoolCost(f"Cost per million inferences per pool ({listed} {inputs.currency}/hour)", verdict, rows)
+
+
+def pool_cost_section(envelope: RunEnvelope, findings: Findings) -> list[str]:
+    """report.md's section for ``pool_cost`` (nothing for a run without priced pools)."""
+    found = pool_cost(envelope, findings)
+    if found is None:
+        return []
+    return _md_section(found.title, f"**{found.verdict}**\n\n{_md_table(found.rows, POOL_COST_HEADER)}")
 
 
 def _pool_cost_row(r: pd.Series, currency: str) -> dict[str, str]:
