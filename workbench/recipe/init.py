@@ -16,6 +16,7 @@ Served load is off (``load.enabled: false``); turn it on once the in-process num
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -55,8 +56,12 @@ def write_starter_recipe(model: str, *, data: Path | None, out: Path, force: boo
         raise UsageError(f"{out} exists; pass --force to overwrite it or --out to write elsewhere")
     out.parent.mkdir(parents=True, exist_ok=True)
     starter = starter_recipe(model, data=data, folder=out.parent, name=_name_of(model))
+    for section in ("model", "data"):  # the loader reads them from the recipe's folder
+        holder = starter.recipe[section]
+        if "path" in holder:
+            holder["path"] = os.path.relpath(Path(holder["path"]).expanduser().resolve(), out.parent.resolve())
     header = f"# Written by `workbench init {model}`: a starting point that runs as it is (`workbench run {out}`).\n"
-    header += "# Paths are relative to the folder you run workbench from; edit freely.\n"
+    header += "# Paths are relative to this file's folder; edit freely.\n"
     out.write_text(header + yaml.safe_dump(starter.recipe, sort_keys=False))
     return starter
 

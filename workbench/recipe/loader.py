@@ -1,7 +1,8 @@
 """Recipe files → a frozen, validated Recipe.
 
 ``extends: other.yaml`` merges another recipe underneath (paths relative to the file; mappings merge
-deeply, everything else is replaced). ``--set dotted.key=value`` overrides after that, with the value
+deeply, everything else is replaced); ``model.path``, ``data.path`` and ``data.tokenizer.path`` are
+read from the recipe's folder too, and recorded absolute. ``--set dotted.key=value`` overrides after that, with the value
 read as YAML (``--set measure.trials=3``, ``--set 'measure.batch_sizes=[1, 8]'``). Errors name the file,
 the key path and what was expected.
 """
@@ -9,6 +10,8 @@ the key path and what was expected.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,9 @@ from workbench.recipe.files import read_yaml_mapping
 from workbench.recipe.spec import Recipe
 
 MAX_EXTENDS_DEPTH = 8
+# The recipe keys that name a file or folder: relative values are read from the recipe's folder.
+PATH_KEYS = (("model", "path"), ("data", "path"), ("data", "tokenizer", "path"))
+logger = logging.getLogger(__name__)
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
@@ -91,6 +97,7 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise RecipeError(f"extends is nested deeper than {MAX_EXTENDS_DEPTH}", file=str(path), key="extends")
     data = _read_yaml(path)
+    _anchor_paths(data, path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -98,6 +105,32 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise RecipeError("expected a file path", file=str(path), key="extends")
     base = _read_with_extends(path.parent / parent, (*chain, resolved))
     return _deep_merge(base, data)
+
+
+def _anchor_paths(data: dict[str, Any], path: Path) -> None:
+    """Make the file paths a recipe names (``PATH_KEYS``) absolute, read from the recipe's own folder, as
+    ``extends`` and ``load.profile`` are: a recipe then runs the same from any working folder, and the run
+    records where its files were. A path that exists only from the working folder (how recipes were read
+    before) is still found there, with a warning; one that exists nowhere is named from the recipe's folder
+    in the error that follows. ``--set`` values are the user's own, typed from the working folder: untouched.
+    """
+    folder = path.resolve().parent
+    for keys in PATH_KEYS:
+        holder: Any = data
+        for key in keys[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        value = holder.get(keys[-1]) if isinstance(holder, dict) else None
+        if not isinstance(value, str) or not value.strip() or Path(value).expanduser().is_absolute():
+            continue
+        beside, here = folder / value, Path(value)
+        if not beside.exists() and here.exists():
+            logger.warning(
+                "%s: %s %r is read from the working folder; recipe paths are relative to the recipe's folder "
+                "(%s): write %r",
+                path, ".".join(keys), value, folder, os.path.relpath(here.resolve(), folder),
+            )  # fmt: skip
+            beside = here
+        holder[keys[-1]] = str(beside.resolve())
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
