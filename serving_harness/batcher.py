@@ -53,6 +53,7 @@ import numpy as np
 from serving_harness.config import BatchingSettings
 from serving_harness.errors import InferenceFailed, ModelNotReady, PayloadTooLarge, QueueFull, RequestTimeout
 from serving_harness.runtimes.base import Runtime
+from serving_harness.sched import yield_on_wake
 
 __all__ = ["BatchObserver", "Batcher", "InferOutcome"]
 
@@ -128,8 +129,9 @@ class Batcher:
             for i, r in enumerate(instances)
             if self._inline is None
         ]
-        for thread in self._threads:
-            thread.start()
+        with yield_on_wake():  # a woken instance thread waits for the loop's time slice, not preempts it
+            for thread in self._threads:
+                thread.start()
         self._input_names = tuple(input_names)
         self._max_rows = batching.max_batch_size if batched else 1
         self._delay_s = batching.max_queue_delay_us / 1e6

@@ -56,6 +56,7 @@ from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2 as pb
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving_harness.protocol.grpc_gen import health_pb2, health_pb2_grpc
 from serving_harness.protocol.rest import EXTENSIONS, SERVER_NAME, Harness, public_message
+from serving_harness.sched import yield_on_wake
 
 if TYPE_CHECKING:
     from serving_harness.model import ServedModel
@@ -113,7 +114,8 @@ async def start_grpc_server(harness: Harness, listener: GrpcListener) -> grpc.ai
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", int(listener.reuse_port)),  # off: a port in use is an error, not shared
     ]
-    server = grpc.aio.server(options=options)
+    with yield_on_wake():  # grpc's poller and I/O threads start here (once per process): see sched
+        server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_InferenceService(harness), server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(_HealthService(harness), server)  # type: ignore[no-untyped-call]
     try:
