@@ -110,6 +110,7 @@ POOL_COMPARISON_COLUMNS = (
     "case",
     "batch_size",
     "throughput_items_per_s",
+    "latency_ms_p50",
     "latency_ms_p99",
     "cost_per_million",
     "feasible",
@@ -151,14 +152,11 @@ def pool_cost_table(
     batch_size: int | None = None,
     mode: Mode | None = None,
 ) -> pd.DataFrame:
-    """One row per feasible variant × pool, each at its pool's price; cheapest first (``cheapest`` marks it)."""
-    cheapest = Objective((Term("cost_per_million", maximize=False),), batch_size=batch_size)
-    ranking = rank(with_pool_cost(frame, prices), constraints, cheapest, mode=mode)
-    rows = ranking[ranking["feasible"]] if not ranking.empty else ranking
-    if rows.empty:
-        return pd.DataFrame(columns=list(POOL_COST_COLUMNS))
-    rows = rows.assign(cheapest=rows["rank"] == 1)
-    return rows.reindex(columns=list(POOL_COST_COLUMNS)).reset_index(drop=True)
+    """One row per feasible variant × pool, each at its pool's price; cheapest first (``cheapest`` marks it):
+    the feasible rows of ``pool_comparison``."""
+    table = pool_comparison(frame, constraints, prices, batch_size=batch_size, mode=mode)
+    feasible = table[table["feasible"].astype(bool)] if not table.empty else table
+    return feasible.reindex(columns=list(POOL_COST_COLUMNS)).reset_index(drop=True)
 
 
 def pool_comparison(
