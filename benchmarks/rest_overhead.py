@@ -9,16 +9,20 @@ request at a time (one connection), with the same OIP JSON body and the same sma
 encode, metrics); the figures are medians over ``--repeats``. What uvicorn and the socket add is
 the same for both and is left out.
 
-    .venv/bin/python benchmarks/rest_overhead.py --requests 5000 --repeats 7
+    .venv/bin/python benchmarks/rest_overhead.py --requests 5000 --repeats 7 --rounds 3
+    .venv/bin/python benchmarks/rest_overhead.py --requests 20000 --profile 30   # the loop thread's top costs
 
-Prints µs per request for each app and the bare route's CPU time over the harness's (the throughput
-ratio one CPU-bound core would give).
+Prints µs per request for each app (the harness with batching off, and with ``batching.inline``) and
+the bare route's CPU time over each app's (the throughput ratio one CPU-bound core would give).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
+import pstats
 import statistics
 import tempfile
 import time
@@ -35,6 +39,7 @@ from serving_harness.model import ModelConfig
 from serving_harness.protocol.rest import create_app
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+Figures = tuple[float, float]  # (process CPU µs, loop-thread CPU µs) per request
 PATH = "/v2/models/cnn/infer"
 
 
@@ -64,9 +69,10 @@ def bare_app(model_path: Path) -> Any:
     return Starlette(routes=[Route(PATH, infer, methods=["POST"])])
 
 
-def harness_app(model_path: Path) -> Any:
-    """The harness as ``serve --threads 1 --instances 1 --max-batch-size 1`` builds it."""
-    settings = ServingConfig(runtime=RuntimeSettings(intra_op_threads=1), batching=BatchingSettings(max_batch_size=1))
+def harness_app(model_path: Path, *, inline: bool = False) -> Any:
+    """The harness as ``serve --threads 1 --instances 1 --max-batch-size 1 [--inline]`` builds it."""
+    batching = BatchingSettings(max_batch_size=1, inline=inline)
+    settings = ServingConfig(runtime=RuntimeSettings(intra_op_threads=1), batching=batching)
     return create_app([ModelConfig(name="cnn", path=model_path)], settings)
 
 
@@ -125,6 +131,21 @@ async def measure(app: Any, body: bytes, requests: int, repeats: int) -> tuple[f
     return statistics.median(f[0] for f in figures), statistics.median(f[1] for f in figures)
 
 
+async def profile(app: Any, body: bytes, requests: int, top: int) -> str:
+    """cProfile of the loop thread over ``requests`` requests (after a warm-up): the ``top`` functions
+    by own time, as pstats prints them. The instance thread is not profiled (cProfile sees one thread)."""
+    profiler = cProfile.Profile(time.thread_time)  # CPU time: a wait for the GIL is not a cost
+    async with app.router.lifespan_context(app):
+        await _until_ready(app, body)
+        await _timed(app, body, requests // 10)
+        profiler.enable()
+        await _timed(app, body, requests)
+        profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
 async def _until_ready(app: Asgi, body: bytes) -> None:
     for _ in range(200):  # the models load in the background: up to 10 s
         if await _one(app, body) == 200:
@@ -137,18 +158,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000, help="requests per repeat")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the apps this many times")
+    parser.add_argument("--profile", type=int, metavar="TOP", default=0, help="print the loop thread's TOP costs")
     args = parser.parse_args()
     body = request_body()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp) / "cnn.onnx")
-        rows = {}
-        for label, app in (("bare Starlette route", bare_app(model)), ("harness, batching off", harness_app(model))):
-            rows[label] = uvloop.run(measure(app, body, args.requests, args.repeats))
-    print(f"{'app':<24}{'CPU us/req':>12}{'loop thread us/req':>20}")
+        apps = {
+            BARE: lambda: bare_app(model),
+            "harness, batching off": lambda: harness_app(model),
+            "harness, inline": lambda: harness_app(model, inline=True),
+        }
+        if args.profile:
+            for label in list(apps)[1:]:
+                print(f"== {label}")
+                print(uvloop.run(profile(apps[label](), body, args.requests, args.profile)))
+            return
+        _report(_alternating(apps, body, args))
+
+
+BARE = "bare Starlette route"
+
+
+def _alternating(apps: dict[str, Callable[[], Any]], body: bytes, args: argparse.Namespace) -> dict[str, Figures]:
+    """Each app's medians, the apps measured in turn ``args.rounds`` times (so drift in the machine's
+    load falls on all of them alike); the median over the rounds."""
+    rounds: dict[str, list[Figures]] = {label: [] for label in apps}
+    for _ in range(args.rounds):
+        for label, make in apps.items():
+            rounds[label].append(uvloop.run(measure(make(), body, args.requests, args.repeats)))
+    return {
+        label: (statistics.median(f[0] for f in got), statistics.median(f[1] for f in got))
+        for label, got in rounds.items()
+    }
+
+
+def _report(rows: dict[str, Figures]) -> None:
+    print(f"{'app':<24}{'CPU us/req':>12}{'loop thread us/req':>20}{'bare/app':>10}")
+    bare = rows[BARE][0]
     for label, (process_us, thread_us) in rows.items():
-        print(f"{label:<24}{process_us:>12.1f}{thread_us:>20.1f}")
-    bare, harness = rows["bare Starlette route"][0], rows["harness, batching off"][0]
-    print(f"bare CPU / harness CPU: {bare / harness:.2f}x (issue 17's target for req/s at 1 connection: >= 0.95x)")
+        print(f"{label:<24}{process_us:>12.1f}{thread_us:>20.1f}{bare / process_us:>9.2f}x")
+    print("bare/app: the throughput ratio one CPU-bound core would give (issue 17's target: >= 0.95x)")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from time import perf_counter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,10 +51,11 @@ class ModelConfig:
     trusted: bool | None = None  # bundles: True when --trust verified its signature (None: not a bundle)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """A request's outputs, how long it queued and computed, and which outputs hold NaN or infinities
-    (counted once, here: the encoders take ``nonfinite_outputs`` instead of looking again)."""
+    (counted once, here: the encoders take ``nonfinite_outputs`` instead of looking again).
+
+    A named tuple: as immutable as a frozen dataclass, and made in a third of the time (one per request)."""
 
     outputs: dict[str, np.ndarray]
     queue_s: float
@@ -164,13 +166,15 @@ class ServedModel:
         inputs' only when the decoder has not), the inference (``infer``), the queue and compute times
         recorded, and the drift monitor shown both sides."""
         inputs = request.inputs
-        self._count_inputs_nonfinite(request)
+        if request.nonfinite_inputs != 0:  # 0: the decoder counted none (most requests): nothing to record
+            self._count_inputs_nonfinite(request)
         outcome = await self.infer(inputs, request.rows)  # times out itself (RequestTimeout)
-        self.metrics.timing(outcome.queue_s, outcome.compute_s)
-        nonfinite = self._nonfinite_outputs(outcome.outputs)
-        if self.drift is not None:
-            self.drift.observe(inputs, outcome.outputs, request.rows)
-        return Answer(outcome.outputs, outcome.queue_s, outcome.compute_s, nonfinite)
+        outputs, queue_s, compute_s = outcome.outputs, outcome.queue_s, outcome.compute_s
+        self.metrics.timing(queue_s, compute_s)
+        nonfinite = self._nonfinite_outputs(outputs)
+        if self.drift is not None:  # bundles with a baseline only
+            self.drift.observe(inputs, outputs, request.rows)
+        return Answer(outputs, queue_s, compute_s, nonfinite)
 
     def _count_inputs_nonfinite(self, request: InferRequest) -> None:
         count = request.nonfinite_inputs
@@ -181,11 +185,15 @@ class ServedModel:
 
     def _nonfinite_outputs(self, outputs: dict[str, np.ndarray]) -> frozenset[str]:
         """The outputs with NaN or infinities (counted in the metrics): the one look at the outputs' values."""
-        counts = [(name, n) for name, array in outputs.items() if (n := nonfinite_count(array))]
-        if not counts:
+        found: dict[str, int] = {}
+        for name, array in outputs.items():
+            count = nonfinite_count(array)
+            if count:
+                found[name] = count
+        if not found:
             return _NO_NAMES
-        self.metrics.nonfinite_seen("output", sum(n for _, n in counts))
-        return frozenset(name for name, _ in counts)
+        self.metrics.nonfinite_seen("output", sum(found.values()))
+        return frozenset(found)
 
     def infer_here(self, inputs: dict[str, np.ndarray], rows: int) -> Awaitable[InferOutcome]:
         """Run one request on this model only (no fallback)."""

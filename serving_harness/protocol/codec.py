@@ -116,6 +116,17 @@ def decode_infer_request(body: bytes, header_length: int | None, schema: ModelSc
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list")
+    inputs, nonfinite = _decode_inputs(raw_inputs, schema, binary)
+    request = InferRequest(inputs, _batch_rows(inputs, schema), nonfinite_inputs=nonfinite)
+    if len(doc) > 1:  # most requests carry inputs only: the optional fields' checks are skipped whole
+        _decode_options(doc, schema, request)
+    return request
+
+
+def _decode_inputs(
+    raw_inputs: list[Any], schema: ModelSchema, binary: memoryview
+) -> tuple[dict[str, np.ndarray], int | None]:
+    """The request's tensors by name, every model input given once, and their non-finite values when known."""
     reader = _BinaryReader(binary) if binary else _NO_BINARY
     inputs: dict[str, np.ndarray] = {}
     nonfinite: int | None = 0
@@ -125,21 +136,21 @@ def decode_infer_request(body: bytes, header_length: int | None, schema: ModelSc
             raise InvalidRequest(f"input {name!r} is given twice")
         inputs[name] = array
         nonfinite = None if count is None or nonfinite is None else nonfinite + count
-    reader.finish()
+    if reader is not _NO_BINARY:  # the shared empty reader has nothing left over by construction
+        reader.finish()
     if len(inputs) != len(schema.inputs):
         missing = [n for n in schema.input_names if n not in inputs]
         raise InvalidRequest(f"missing input(s) {', '.join(map(repr, missing))}")
+    return inputs, nonfinite
+
+
+def _decode_options(doc: dict[str, Any], schema: ModelSchema, request: InferRequest) -> None:
+    """The request's ``parameters``, ``id`` and ``outputs`` into ``request``, each checked."""
     parameters = _parameters(doc.get("parameters"), "request")
-    binary_output = bool(parameters.get("binary_data_output", False)) if parameters else False
-    return InferRequest(
-        inputs=inputs,
-        rows=_batch_rows(inputs, schema),
-        id=_request_id(doc.get("id")),
-        outputs=_requested_outputs(doc.get("outputs"), schema, binary_output),
-        binary_output=binary_output,
-        parameters=parameters,
-        nonfinite_inputs=nonfinite,
-    )
+    request.binary_output = bool(parameters.get("binary_data_output", False)) if parameters else False
+    request.parameters = parameters
+    request.id = _request_id(doc.get("id"))
+    request.outputs = _requested_outputs(doc.get("outputs"), schema, request.binary_output)
 
 
 def encode_infer_response(
@@ -340,6 +351,10 @@ def _json_tensor(name: str, data: Any, datatype: str, shape: tuple[int, ...]) ->
 
 
 def _cast(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
+    if parsed.dtype.kind == "f" and dtype.kind == "f" and parsed.size:  # numbers for a float input: checked first
+        if parsed.dtype == dtype or np.abs(parsed).max() <= _FLOAT_MAX[dtype]:
+            return parsed.astype(dtype, copy=False)  # JSON numbers are finite: within the range, none overflows
+        return _narrowed(name, parsed, dtype, datatype)
     if parsed.size == 0:
         return parsed.astype(dtype)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
@@ -348,11 +363,9 @@ def _cast(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) ->
         info = np.iinfo(dtype)
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidRequest(f"input {name!r}: 'data' holds values outside the range of {datatype}")
-    if dtype.kind != "f" or parsed.dtype == dtype:
+    if dtype.kind != "f":
         return parsed.astype(dtype, copy=False)
-    if parsed.dtype.kind == "f" and np.abs(parsed).max() <= _FLOAT_MAX[dtype]:
-        return parsed.astype(dtype)  # JSON numbers are finite: within the type's range, nothing overflows
-    return _narrowed(name, parsed, dtype, datatype)
+    return _narrowed(name, parsed, dtype, datatype)  # integers for a float input
 
 
 def _narrowed(name: str, parsed: np.ndarray, dtype: np.dtype[Any], datatype: str) -> np.ndarray:

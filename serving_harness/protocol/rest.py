@@ -476,9 +476,10 @@ class _InferEndpoint:
         body = await _receive_body(receive, declared, limits.max_body_bytes, limits.body_timeout_s)
         if b"content-encoding" in request_headers:
             body = decompress(body, request_headers[b"content-encoding"], limits.max_body_bytes)
-        decoded = decode_infer_request(body, _header_length(request_headers), schema)
+        header_length = _header_length(request_headers) if _HEADER_LENGTH in request_headers else None
+        decoded = decode_infer_request(body, header_length, schema)
         answer = await model.answer(decoded)
-        payload, header_length = encode_infer_response(
+        payload, answer_header_length = encode_infer_response(
             model_name=model.config.name,
             model_version=model.config.version,
             request=decoded,
@@ -487,9 +488,9 @@ class _InferEndpoint:
             nonfinite_outputs=answer.nonfinite_outputs,
         )
         timing = b"queue;dur=%.3f, compute;dur=%.3f" % (answer.queue_s * 1e3, answer.compute_s * 1e3)
-        if header_length is None:
+        if answer_header_length is None:
             return 200, [_JSON_TYPE, (b"server-timing", timing)], payload
-        binary = [(b"content-type", b"application/octet-stream"), (_HEADER_LENGTH, b"%d" % header_length)]
+        binary = [(b"content-type", b"application/octet-stream"), (_HEADER_LENGTH, b"%d" % answer_header_length)]
         return 200, [*binary, (b"server-timing", timing)], payload
 
     def _admit(self, scope: Scope, request_headers: dict[bytes, bytes]) -> None:
