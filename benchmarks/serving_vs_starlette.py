@@ -5,8 +5,9 @@ orjson, the same ONNX model in the same ONNX Runtime settings (1 intra-op thread
 handler, on the same OIP JSON body, answering an OIP JSON response, with no validation, metrics,
 batcher or limits. The model is a small CNN on 8x8 inputs (issue 17's). What one run measures:
 
-- the table: the bare route, the harness with batching off (max batch 1) and the harness with max
-  batch 16 and a 500 µs delay, each at 1 and 32 connections (``wrk -t1 --latency``);
+- the table: the bare route, the harness with batching off (max batch 1: each request handed to the model's
+  thread), the same with ``--inline`` (computed on the event loop, as the bare route does), and the
+  harness with max batch 16 and a 500 µs delay, each at 1 and 32 connections (``wrk -t1 --latency``);
 - REST vs gRPC: the harness (batching off) serving both protocols, driven at 32 users by the
   workbench's own Locust engine (``workbench/measure/load``: ``GrpcClosedLoopUser`` and its REST twin).
   wrk speaks no gRPC, and comparing wrk's REST figure with a Python generator's gRPC figure would
@@ -56,9 +57,10 @@ from workbench.stats import round_order
 CHANNELS, SIDE, CLASSES = 8, 8, 10
 MODEL = "cnn"
 BARE, OFF, ON = "bare Starlette route", "harness, batching off", "harness, max batch 16, 500 us"
+INLINE = "harness, batching off, --inline"  # computed on the event loop, as the bare route does
 PROTOCOLS = "harness, batching off, REST and gRPC (Locust)"
 W1, W2 = "harness --workers 1", "harness --workers 2"
-GROUPS = {"table": (BARE, OFF, ON), "grpc": (PROTOCOLS,), "workers": (W1, W2)}
+GROUPS = {"table": (BARE, OFF, INLINE, ON), "grpc": (PROTOCOLS,), "workers": (W1, W2)}
 TABLE_CASES = ("c1", "c32")
 WORKERS_MIN_CORES = 4  # 2 for the server, the rest for the load generator
 
@@ -78,6 +80,9 @@ GOALS = (
     Goal("batching off, c32: throughput vs the bare route", (OFF, "c32"), (BARE, "c32"), 0, 1.2),
     Goal("batching off, c32: p99 vs the bare route's", (OFF, "c32"), (BARE, "c32"), 1, 1.0),
     Goal("batching off, c1: throughput vs the bare route", (OFF, "c1"), (BARE, "c1"), 0, 0.95),
+    Goal("batching off --inline, c32: throughput vs the bare route", (INLINE, "c32"), (BARE, "c32"), 0, 1.2),
+    Goal("batching off --inline, c32: p99 vs the bare route's", (INLINE, "c32"), (BARE, "c32"), 1, 1.0),
+    Goal("batching off --inline, c1: throughput vs the bare route", (INLINE, "c1"), (BARE, "c1"), 0, 0.95),
     Goal("batching on, c32: throughput vs the bare route", (ON, "c32"), (BARE, "c32"), 0, 1.4),
     Goal("batching on, c32: p99 vs the bare route's", (ON, "c32"), (BARE, "c32"), 1, 1.0),
     Goal("gRPC vs REST, c32: throughput", (PROTOCOLS, "grpc c32"), (PROTOCOLS, "rest c32"), 0, 1.0),
@@ -212,6 +217,7 @@ def contenders(model: Path, cpus: Layout) -> dict[str, Contender]:
     return {
         BARE: Contender(bare, *one, TABLE_CASES),
         OFF: Contender(run(*off), *one, TABLE_CASES),
+        INLINE: Contender(run(*off, "--inline"), *one, TABLE_CASES),
         ON: Contender(run(*on), *one, TABLE_CASES),
         PROTOCOLS: Contender(run(*off), *one, ("rest c32", "grpc c32")),
         W1: Contender(run(*off, "--workers", "1"), *two, ("c32",)),
