@@ -544,8 +544,9 @@ class _StepRun:
         windows: list[Window] = []
         while True:
             self._check(processes)
+            # relayed records come later; `until` is taken before the read, so what it covers is read
+            until = time.monotonic_ns() - FLUSH_SLACK_NS - processes.record_delay_ns()
             self.tail.poll()
-            until = time.monotonic_ns() - FLUSH_SLACK_NS
             if self.plan.is_ramp:
                 if until >= end_ns:
                     return [], True

@@ -11,7 +11,9 @@ Where the workers run is not the measurement's business: a ``WorkerLauncher`` st
 subprocesses, by default). A cluster run puts its own launcher in place for the measurement
 (``workers_launched_by``), which starts each worker on a node of the cluster; the master stays here
 and listens on the launcher's ``master_host``, which every worker can reach. Each worker samples its
-own CPU where it runs, so a saturated worker is seen wherever it is.
+own CPU where it runs, so a saturated worker is seen wherever it is. A worker whose records reach the
+step folder late (relayed from another node) says how late (``record_delay_ns``), and the engine cuts
+its windows that much further behind.
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ class LocustWorker(Protocol):
         """A sampler of its CPU and memory, taken where it runs."""
         ...
 
+    def record_delay_ns(self) -> int:
+        """How far behind now its records may still be on their way to the step folder, beyond the flush
+        every process has (0 when it writes there itself); the engine cuts no window later than that."""
+        ...
+
 
 class WorkerLauncher(Protocol):
     """Starts the Locust workers of a run; the master listens on ``master_host``."""
@@ -153,6 +160,9 @@ class LocalWorker:
 
     def sampler(self, interval_s: float) -> UsageSampler:
         return ProcessSampler(self.process.pid, interval_s=interval_s)
+
+    def record_delay_ns(self) -> int:
+        return 0  # it appends to the step folder itself
 
 
 class _LocalLauncher:
@@ -242,6 +252,10 @@ class LocustProcesses:
     def load_places(self) -> list[str]:
         """Where each process that sends requests runs, in ``load_samplers``' order."""
         return [worker.where for worker in self.workers] if self.workers else ["local"]
+
+    def record_delay_ns(self) -> int:
+        """How far behind now the latest records may still be arriving, beyond the flush (the slowest worker's)."""
+        return max((worker.record_delay_ns() for worker in self.workers), default=0)
 
     def check_alive(self) -> None:
         """Raise MeasurementError when a Locust process exited before the step asked it to."""
