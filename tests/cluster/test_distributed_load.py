@@ -53,6 +53,7 @@ def test_two_workers_spread_run_on_two_nodes(ray_cluster: Any, tmp_path: Path) -
 
 
 def test_other_node_placement_needs_another_node() -> None:
+    pytest.importorskip("ray", reason="the [ray] extra is not installed: pip install -e '.[ray]'")
     from workbench.sweep.executors.load_workers import placed_nodes
 
     assert placed_nodes("spread", "a", ["b", "a", "c"]) == ["a", "b", "c"]

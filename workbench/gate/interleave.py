@@ -35,7 +35,7 @@ from workbench.errors import NotFoundError, UsageError
 from workbench.gate.sources import Figure, Source
 from workbench.measure.load.engine import ServedStep, Target, run_profile
 from workbench.measure.load.payloads import PayloadFiles, fetch_input_specs, npz_batches, random_batches, write_payloads
-from workbench.measure.server import HOST, HarnessServer
+from workbench.measure.server import HarnessServer
 from workbench.metrics import CAUTION_FLAGS, UNTRUSTED_FLAGS, flag_set
 from workbench.recipe.profiles import LoadProfile, load_profile
 from workbench.report.schema import Measurement
@@ -125,7 +125,17 @@ class _BundleServer(HarnessServer):
     """The harness serving a bundle directory as it ships: its own name, settings, drift and fallback."""
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "serving_harness", "serve", str(self.model_path), "--host", HOST, "--port", "0"]
+        return [
+            sys.executable,
+            "-m",
+            "serving_harness",
+            "serve",
+            str(self.model_path),
+            "--host",
+            self.host,
+            "--port",
+            "0",
+        ]
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,23 @@ from serving_harness.config import ServingConfig
 from workbench.errors import MeasurementError
 from workbench.measure.children import tied_to_parent
 
-__all__ = ["HarnessServer", "log_tail"]
+__all__ = ["HOST_ENV", "HarnessServer", "harness_host", "log_tail"]
 
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+HOST_ENV = "WORKBENCH_HARNESS_HOST"  # where measured servers listen instead (see harness_host)
 READY_TIMEOUT_S = 120.0  # loading torch and a model on a busy 2-core machine takes a while
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.05
 TAIL_LINES = 30
+
+
+def harness_host() -> str:
+    """The address measured servers listen on: 127.0.0.1, unless ``WORKBENCH_HARNESS_HOST`` names another
+    (a cluster measurement whose Locust workers run on other nodes sets this node's address, which they reach).
+    """
+    return os.environ.get(HOST_ENV) or HOST
 
 
 def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -54,7 +62,7 @@ def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 
 class HarnessServer:
-    """One ``serving_harness`` process serving one model on 127.0.0.1."""
+    """One ``serving_harness`` process serving one model on ``harness_host()`` (127.0.0.1 unless told)."""
 
     def __init__(
         self,
@@ -76,18 +84,19 @@ class HarnessServer:
         self.port: int | None = None
         self.grpc = grpc  # also serve OIP v2 over gRPC, on a free port (grpc_target)
         self.grpc_port: int | None = None
+        self.host = harness_host()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the server has not started")
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def grpc_target(self) -> str | None:
         """``host:port`` of the gRPC server once started with ``grpc=True``, else None."""
-        return f"{HOST}:{self.grpc_port}" if self.grpc_port is not None else None
+        return f"{self.host}:{self.grpc_port}" if self.grpc_port is not None else None
 
     @property
     def pid(self) -> int:
@@ -100,7 +109,7 @@ class HarnessServer:
         return [
             sys.executable, "-m", "serving_harness", "serve",
             "--model", str(self.model_path), "--name", self.name,
-            "--host", HOST, "--port", "0", "--settings-json", settings_json,
+            "--host", self.host, "--port", "0", "--settings-json", settings_json,
             *(["--grpc-port", "0"] if self.grpc else []),
         ]  # fmt: skip
 

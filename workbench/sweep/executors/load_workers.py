@@ -49,6 +49,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from workbench.errors import MeasurementError
 from workbench.measure.load.generator import LocalWorker, LocustRun, UsageSampler, workers_launched_by
 from workbench.measure.load.wire import RECORD_DTYPE
+from workbench.measure.server import HOST_ENV
 from workbench.measure.usage import ProcessSampler, ProcessUsage
 
 __all__ = ["RayWorkerLauncher", "placed_nodes", "ray_load_workers"]
@@ -454,9 +455,28 @@ def ray_load_workers(workers: int, placement: str, pool: str | None, resource_pr
         return
     here = str(ray.get_runtime_context().get_node_id())
     nodes = placed_nodes(placement, here, _pool_nodes(pool, resource_prefix))
-    launcher = RayWorkerLauncher(ray.util.get_node_ip_address(), nodes)  # type: ignore[no-untyped-call]
+    address = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+    launcher = RayWorkerLauncher(address, nodes)
     try:
-        with workers_launched_by(launcher):
+        with workers_launched_by(launcher), _harness_listening_on(address if nodes != [here] else None):
             yield
     finally:
         launcher.close()
+
+
+@contextmanager
+def _harness_listening_on(address: str | None) -> Iterator[None]:
+    """Within the block, measured servers listen on ``address`` (this node's, which workers on other nodes
+    reach) instead of 127.0.0.1; nothing changes for None (every worker beside the harness)."""
+    if address is None:
+        yield
+        return
+    before = os.environ.get(HOST_ENV)
+    os.environ[HOST_ENV] = address
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(HOST_ENV, None)
+        else:
+            os.environ[HOST_ENV] = before
