@@ -210,3 +210,24 @@ def test_the_site_opens_in_a_browser_with_every_image_loaded(reports: Path, tmp_
     page = inspect_page(tmp_path / "site" / "digits-cpu.html")
     assert page.errors == []
     assert page.images and all(image["complete"] and image["width"] > 0 for image in page.images)
+
+
+def flicker(seed: int, n: int = 40, *, share: float = 0.15) -> np.ndarray:
+    """A p50 of ~17 µs recorded in whole µs (as ms): mostly 0.017, now and then 0.018 (the real run-to-run
+    noise is below the resolution, so the series flickers between two neighbouring values)."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(n) < share, 0.018, 0.017)
+
+
+def test_a_series_flickering_at_its_resolution_has_no_change_point() -> None:
+    false_alarms = sum(bool(find_change_points(flicker(s), higher_is_better=False)) for s in SEEDS)
+    assert false_alarms / len(SEEDS) <= 0.05  # measured by benchmarks/history_changepoints.py: 36% before
+
+
+def test_a_step_of_several_resolution_units_on_a_flickering_series_is_found() -> None:
+    found = 0
+    for seed in range(100):
+        values = flicker(seed)
+        values[20:] += 0.003  # 17 µs -> 20 µs
+        found += [c.worse for c in find_change_points(values, higher_is_better=False)] == [True]
+    assert found >= 95
