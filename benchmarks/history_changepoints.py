@@ -91,6 +91,9 @@ def main() -> None:
     for metric, higher_is_better in METRICS.items():
         residuals = runs[metric] / np.median(runs[metric])
         print(f"{metric}: real run-to-run spread {robust_cv(runs[metric]):.1%} (robust CV over {args.runs} runs)")
+        shifts = find_change_points(runs[metric], higher_is_better=higher_is_better)
+        print("  the real sequence itself: " + (", ".join(
+            f"run {c.index + 1} {c.relative_change:+.1%}" for c in shifts) or "no change point"))  # fmt: skip
         drawn = [rng.choice(residuals, size=args.length, replace=True) for _ in range(args.series)]
         windows = [residuals[i : i + args.length] for i in range(args.runs - args.length + 1)]
         flat_drawn = sum(bool(find_change_points(s, higher_is_better=higher_is_better)) for s in drawn)
