@@ -30,9 +30,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import uvloop
-from serving_vs_starlette import build_model, request_body
+from serving_vs_starlette import bare_app, build_model, request_body
 
 from serving_harness.config import BatchingSettings, RuntimeSettings, ServingConfig
 from serving_harness.model import ModelConfig
@@ -41,32 +40,6 @@ from serving_harness.protocol.rest import create_app
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Figures = tuple[float, float]  # (process CPU µs, loop-thread CPU µs) per request
 PATH = "/v2/models/cnn/infer"
-
-
-def bare_app(model_path: Path) -> Any:
-    """The bare route of ``serving_vs_starlette``: ONNX Runtime inline in a Starlette handler."""
-    import onnxruntime as ort
-    import orjson
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
-
-    async def infer(request: Request) -> Response:
-        doc = orjson.loads(await request.body())
-        tensor = doc["inputs"][0]
-        x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        (logits,) = session.run(None, {"x": x})
-        out = {"name": "logits", "datatype": "FP32", "shape": list(logits.shape), "data": logits.ravel()}
-        answer = {"model_name": "cnn", "model_version": "1", "outputs": [out]}
-        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
-
-    return Starlette(routes=[Route(PATH, infer, methods=["POST"])])
 
 
 def harness_app(model_path: Path, *, inline: bool = False) -> Any:

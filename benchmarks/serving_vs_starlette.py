@@ -46,6 +46,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _locust import run_locust
@@ -137,11 +138,10 @@ def request_body() -> bytes:
 # ------------------------------------------------------------------------------------ the bare server
 
 
-def run_bare_server(model_path: str, port: int) -> None:
-    """The bare Starlette OIP route, ONNX Runtime inline in the handler (runs in its own process)."""
+def bare_app(model_path: str | Path) -> Any:
+    """The bare Starlette OIP route: ONNX Runtime inline in the handler, orjson, nothing else."""
     import onnxruntime as ort
     import orjson
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -150,7 +150,7 @@ def run_bare_server(model_path: str, port: int) -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
     async def infer(request: Request) -> Response:
         doc = orjson.loads(await request.body())
@@ -164,10 +164,19 @@ def run_bare_server(model_path: str, port: int) -> None:
     async def ready(request: Request) -> Response:
         return Response(b'{"ready":true}', media_type="application/json")
 
-    app = Starlette(routes=[Route("/v2/models/cnn/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)])
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    return Starlette(
+        routes=[Route(f"/v2/models/{MODEL}/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)]
     )
+
+
+def run_bare_server(model_path: str, port: int) -> None:
+    """The bare route served by uvicorn on uvloop + httptools (runs in its own process)."""
+    import uvicorn
+
+    uvicorn.run(
+        bare_app(model_path), host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False,
+        log_level="warning",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- the contenders
