@@ -161,10 +161,18 @@ def test_a_second_writer_is_refused_by_name(reports: Path, tmp_path: Path) -> No
     assert only_envelope(reports)["status"] == "failed"  # the refused writer changed nothing
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(reports: Path, tmp_path: Path) -> None:
     args = run_args(reports, "search.pipelines={torch-eager: []}", "measure.trials=1000")
     with (tmp_path / "stderr.txt").open("wb") as stderr:
-        process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+        # A shell's background job (`make test &`, nohup) inherits SIGINT ignored, and Python keeps an ignored
+        # SIGINT ignored: give the run Ctrl-C as a terminal would, whoever started these tests.
+        process = subprocess.Popen(
+            args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=_sigint_default
+        )
     deadline = time.monotonic() + 120
     while not list(reports.glob("digits-cpu/*/run.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
