@@ -74,3 +74,36 @@ def test_a_run_through_ray_client_reports_what_a_local_run_does(ray_client_addre
     assert {v: r.status for v, r in records.items()} == {"torch-eager": "ok", "ort-fp32": "ok"}
     assert all(r.environment is not None and r.attempts == 1 for r in records.values())
     assert (run.path / "report.md").exists()
+
+
+def test_a_ray_client_server_that_died_at_start_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray-project/ray#63202: Ray Client's per-client server dies at start now and then (a fork race in its
+    proxy); the driver connects on the next try. Other failures, and other addresses, are not retried."""
+    pytest.importorskip("ray", reason="the [ray] extra is not installed: pip install -e '.[ray]'")
+    from workbench.sweep.executors import ray as executor
+
+    calls: list[str] = []
+
+    def flaky_init(address: str, **options: object) -> None:
+        calls.append(address)
+        if len(calls) == 1:
+            raise ConnectionAbortedError("Initialization failure from server:\nStarting Ray client server failed.")
+
+    monkeypatch.setattr(executor.ray, "init", flaky_init)
+    monkeypatch.setattr(executor.ray, "shutdown", lambda: None)
+    executor._init("ray://127.0.0.1:10001")
+    assert calls == ["ray://127.0.0.1:10001"] * 2
+
+    def refused(address: str, **options: object) -> None:
+        calls.append(address)
+        raise ConnectionError("Starting Ray client server failed")
+
+    calls.clear()
+    monkeypatch.setattr(executor.ray, "init", refused)
+    with pytest.raises(ConnectionError):
+        executor._init("ray://127.0.0.1:10001")
+    assert len(calls) == executor.CLIENT_ATTEMPTS
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        executor._init("127.0.0.1:6379")  # not Ray Client: its failure is the answer
+    assert len(calls) == 1

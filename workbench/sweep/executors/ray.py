@@ -141,7 +141,7 @@ def _driver(address: str) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+        _init(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}") from None
     finally:
@@ -151,6 +151,27 @@ def _driver(address: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()  # type: ignore[no-untyped-call]
+
+
+# Ray Client's proxy forks a server per client while its own gRPC threads run, and the child dies now and then
+# ("Starting Ray client server failed"; ray-project/ray#63202, ~7% of connections): a fresh try succeeds.
+CLIENT_SERVER_FAILED = ("Starting Ray client server failed", "Initialization failure from server")
+CLIENT_ATTEMPTS = 3
+
+
+def _init(address: str) -> None:
+    """``ray.init`` to ``address``; a Ray Client address is tried again when its per-client server died."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+            return
+        except (ConnectionError, RuntimeError) as exc:
+            retry = address.startswith("ray://") and any(text in str(exc) for text in CLIENT_SERVER_FAILED)
+            if not retry or attempt == CLIENT_ATTEMPTS:
+                raise
+            logger.warning("Ray Client's server for this driver failed to start (attempt %d): trying again", attempt)
+            with suppress(Exception):
+                ray.shutdown()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
