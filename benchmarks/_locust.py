@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,18 @@ class LocustResult:
     p99_ms: float
     saturated: bool  # a generator process at its CPU limit: the figure is the generator's, not the server's
     server: dict[str, float] = field(default_factory=dict)  # the harness's own breakdown from /metrics
+
+
+def fixed_windows_profile(
+    users: int, *, warmup_s: float, windows: int, window_s: float = 1.0, binary: bool = False
+) -> dict[str, Any]:
+    """A closed-loop step of exactly ``windows`` windows: tolerances this wide never drop a window to "settle",
+    so every window counts and every step is as long (what a benchmark that compares steps needs)."""
+    return {
+        "kind": "concurrency", "users": [users], "warmup_s": warmup_s, "window_s": window_s,
+        "min_windows": windows, "max_windows": windows, "min_requests": 1, "tolerance": 10.0,
+        "latency_tolerance": 10.0, "binary": binary,
+    }  # fmt: skip
 
 
 def run_locust(
@@ -43,21 +56,7 @@ def run_locust(
     from workbench.measure.load.payloads import write_payloads
     from workbench.recipe.profiles import load_profile
 
-    windows = max(2, duration_s)  # 1 s windows; the step's figures come from all of them
-    profile = load_profile(
-        {
-            "kind": "concurrency",
-            "users": [users],
-            "warmup_s": warmup_s,
-            "window_s": 1.0,
-            "min_windows": windows,
-            "max_windows": windows,
-            "min_requests": 1,
-            "tolerance": 10,
-            "latency_tolerance": 10,
-            "binary": binary,
-        }
-    )  # fmt: skip  (tolerances this wide: every window counts, none is dropped to "settle")
+    profile = load_profile(fixed_windows_profile(users, warmup_s=warmup_s, windows=max(2, duration_s), binary=binary))
     payloads = write_payloads([inputs], workdir / "payloads", binary=binary)
     target = Target(url=url, model=model, grpc_target=grpc_target)
     (step,) = run_profile(target, profile, payloads, workdir=workdir, workers=workers).steps

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _gate_support import Design, Tally, report
+from _locust import fixed_windows_profile
 
 from workbench.bundle.export import export_bundle
 from workbench.gate.interleave import (
@@ -44,7 +45,7 @@ from workbench.gate.interleave import (
     serve_contender,
 )
 from workbench.gate.rules import GateOptions, GateResult, gate, parse_rule
-from workbench.gate.sources import Figure, Source
+from workbench.gate.sources import Source, measurement_figures
 from workbench.measure.load.engine import Target, run_profile
 from workbench.recipe.profiles import load_profile
 from workbench.recipe.spec import Recipe
@@ -78,10 +79,7 @@ def make_bundle(folder: Path) -> Path:
 
 def round_profile(window_s: float, windows: int) -> dict[str, Any]:
     """One interleaved round's step: a fixed number of windows (no settling), so each round is as long."""
-    return {
-        "kind": "concurrency", "users": [USERS], "warmup_s": 0.5, "window_s": window_s, "min_windows": windows,
-        "max_windows": windows, "tolerance": 10.0, "latency_tolerance": 10.0, "min_requests": 1,
-    }  # fmt: skip
+    return fixed_windows_profile(USERS, warmup_s=0.5, windows=windows, window_s=window_s)
 
 
 def sequential_profile(window_s: float, windows: int, rounds: int) -> dict[str, Any]:
@@ -110,10 +108,9 @@ def _served_alone(contender: Contender, profile: dict[str, Any], workdir: Path) 
         payloads = contender_payloads(server, contender.model_name, spec, None, workdir)
         target = Target(url=server.url, model=contender.model_name, server=server)
         (step,) = run_profile(target, spec, payloads, workdir=workdir / "load").steps
-    # Every latency figure named, empty where no window could carry it (too few requests for a p99): a rule
-    # on it is then inconclusive for this side, as when the gate reads a run (gate.sources).
-    figures = {f"latency_ms_{k}": Figure() for k in ("p50", "p90", "p99", "mean")}
-    figures.update({name: Figure(values=tuple(values)) for name, values in step.measurement.samples.items()})
+    # as the gate reads a run's served step: a latency no window could carry (too few requests for a p99)
+    # is empty, so a rule on it is inconclusive for this side
+    figures = measurement_figures(step.measurement, step.measurement.samples)
     return Source(str(contender.model_path), {step.measurement.case: figures})
 
 
@@ -143,7 +140,7 @@ def main() -> None:
         "sequential": sequential_decision,
     }
     verdicts: dict[str, Counter[str]] = {arm: Counter() for arm in arms}
-    seconds: Counter[str] = Counter()
+    seconds: dict[str, float] = dict.fromkeys(arms, 0.0)
     control = ""
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)

@@ -117,21 +117,12 @@ def measure_inprocess(model_path: Path, dataset: Any, args: argparse.Namespace, 
 
 
 def measure_served(model_path: Path, dataset: Any, args: argparse.Namespace, workdir: Path) -> Figure:
+    from _locust import fixed_windows_profile
+
     from workbench.measure.load.engine import measure_served as measure
 
-    windows = max(2, args.seconds)
-    profile = {
-        "kind": "concurrency",
-        "users": [args.users or 2 * args.batch_size],
-        "binary": True,
-        "warmup_s": 2.0,
-        "window_s": 1.0,
-        "min_windows": windows,
-        "max_windows": windows,
-        "min_requests": 1,
-        "tolerance": 10,
-        "latency_tolerance": 10,
-    }  # fmt: skip  (tolerances this wide: every window counts)
+    users = args.users or 2 * args.batch_size
+    profile = fixed_windows_profile(users, warmup_s=2.0, windows=max(2, args.seconds), binary=True)
     result = measure(model_path, serving_config(args), dataset, profile, model_name=MODEL, workdir=workdir / "served")
     (m,) = result.measurements
     if "errors" in m.flags:

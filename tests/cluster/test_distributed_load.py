@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_support import SHORT_MEASURE
 
 from workbench.errors import MeasurementError
 from workbench.recipe.loader import load_recipe
@@ -15,10 +16,7 @@ from workbench.sweep.runner import run_recipe
 
 ROOT = Path(__file__).parents[2]
 SERVED = [
-    "measure.trials=2",
-    "measure.trial_duration_s=0.05",
-    "measure.warmup_iters=2",
-    "measure.min_trial_iters=5",
+    *SHORT_MEASURE,
     "measure.batch_sizes=[1]",
     "search.baseline=null",
     "search.pipelines={ort-fp32: [export.onnx]}",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_support import SHORT_MEASURE
 
 from workbench.artifact import recorded_path, resolve_recorded_path
 from workbench.paths import cache_dir
@@ -24,10 +25,7 @@ ROOT = Path(__file__).parents[2]
 GOLDEN = ROOT / "tests" / "report" / "golden"
 RECORDS = ("run.json", "variants/*.json", "load/*.json")
 ONE_SERVED_VARIANT = [
-    "measure.trials=2",
-    "measure.trial_duration_s=0.05",
-    "measure.warmup_iters=2",
-    "measure.min_trial_iters=5",
+    *SHORT_MEASURE,
     "measure.batch_sizes=[1]",
     "search.baseline=null",
     "search.pipelines={ort-fp32: [export.onnx]}",

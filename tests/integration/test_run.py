@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from run_support import SHORT_MEASURE
 
 from workbench.recipe.loader import load_recipe
 from workbench.recipe.spec import Recipe
@@ -21,10 +22,7 @@ from workbench.sweep.runner import run_recipe
 
 ROOT = Path(__file__).parents[2]
 FAST = [
-    "measure.trials=2",
-    "measure.trial_duration_s=0.05",
-    "measure.warmup_iters=2",
-    "measure.min_trial_iters=5",
+    *SHORT_MEASURE,
     "measure.batch_sizes=[1, 8]",
     "load.enabled=false",
     # the four pipelines these tests check, whatever else recipes/digits-cpu.yaml grows to hold

@@ -19,14 +19,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from run_support import SHORT_MEASURE
 
 ROOT = Path(__file__).parents[2]
 RECIPE = ROOT / "recipes" / "digits-cpu.yaml"
 FAST = [
-    "measure.trials=2",
-    "measure.trial_duration_s=0.05",
-    "measure.warmup_iters=2",
-    "measure.min_trial_iters=5",
+    *SHORT_MEASURE,
     "measure.batch_sizes=[1]",
     "search.baseline=null",
     "load.enabled=false",

@@ -33,6 +33,7 @@ __all__ = [
     "case_key",
     "find_run",
     "load_source",
+    "measurement_figures",
     "pytest_benchmark_source",
     "run_source",
 ]
@@ -134,7 +135,7 @@ def _record_cases(record: VariantRecord, details: Mapping[str, Any]) -> Iterator
     windows = _window_samples(details)
     for m in record.measurements:
         samples = m.samples or (windows.get(m.case, {}) if m.mode == "served" else {})
-        yield case_key(record.variant, m.case), m.mode, _measurement_figures(m, samples)
+        yield case_key(record.variant, m.case), m.mode, measurement_figures(m, samples)
 
 
 def _window_samples(details: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -157,8 +158,9 @@ def case_key(variant: str, case: str) -> str:
     return f"{variant} · {case}"
 
 
-def _measurement_figures(m: Measurement, samples: Mapping[str, list[float]]) -> dict[str, Figure]:
-    """Per-trial values where the run stored them; otherwise what the summary columns still allow."""
+def measurement_figures(m: Measurement, samples: Mapping[str, list[float]]) -> dict[str, Figure]:
+    """A measurement's figures as the gate compares them: per-trial (or per-window) values where the run
+    stored them; otherwise what the summary columns still allow; every latency named, empty if not carried."""
     # Every latency figure is named, empty when this step could not carry it: a rule on it is then
     # inconclusive for this case rather than unknown.
     figures: dict[str, Figure] = {f"latency_ms_{k}": Figure() for k in _LATENCY_KEYS}
