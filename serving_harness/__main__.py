@@ -316,7 +316,8 @@ def _serve_bundles(args: argparse.Namespace, plan: BundlePlan) -> int:
     sock = bind_socket(args.host, args.port)
     _announce(args.host, sock.getsockname()[1], lambda host, port: _print_listening(host, port, grpc_port))
     with _exit_quietly_after_signals():
-        uvicorn.Server(uvicorn_config(app, plan.settings, log_level=args.log_level)).run(sockets=[sock])
+        config = uvicorn_config(app, plan.settings, grpc=grpc is not None, log_level=args.log_level)
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

@@ -23,7 +23,6 @@ import functools
 import json
 import logging
 import os
-import resource
 import signal
 import socket
 import threading
@@ -39,14 +38,13 @@ from serving_harness.config import ServingConfig
 from serving_harness.errors import BadInput
 from serving_harness.log import configure_logging
 from serving_harness.model import ModelConfig
-from serving_harness.protocol.connection import ConnectionLimits, GuardedHttpProtocol
+from serving_harness.protocol.connection import ConnectionLimits, GuardedHttpProtocol, connection_budget
 from serving_harness.protocol.grpc_service import GrpcListener
 from serving_harness.protocol.rest import create_app
 
 __all__ = ["app_from_environment", "bind_socket", "connection_limits", "pick_port", "serve", "uvicorn_config"]
 
 logger = logging.getLogger(__name__)
-RESERVED_FILES = 64  # descriptors kept for the model files, logs and the runtime's own use
 SPEC_VARIABLE = "SERVING_HARNESS_SPEC"  # how `workers > 1` hands the models and settings to each worker
 OnListening = Callable[[str, int], None]
 
@@ -73,21 +71,24 @@ def serve(
     sock = bind_socket(host, port)
     _announce(host, sock.getsockname()[1], on_listening)
     grpc = None if grpc_port is None else GrpcListener(host=host, port=grpc_port)
-    config = uvicorn_config(create_app(models, settings, grpc=grpc), settings, log_level=log_level)
+    app = create_app(models, settings, grpc=grpc)
+    config = uvicorn_config(app, settings, grpc=grpc is not None, log_level=log_level)
     with _exit_quietly_after_signals():
         uvicorn.Server(config).run(sockets=[sock])
     logger.info("server stopped")
 
 
-def uvicorn_config(app: Starlette, settings: ServingConfig, **overrides: Any) -> uvicorn.Config:
-    """uvicorn settings for serving: uvloop, httptools, no access log, our logging, bounded drain."""
-    return uvicorn.Config(app, **_uvicorn_options(settings, **overrides))
+def uvicorn_config(app: Starlette, settings: ServingConfig, *, grpc: bool = False, **overrides: Any) -> uvicorn.Config:
+    """uvicorn settings for serving: uvloop, httptools, no access log, our logging, bounded drain; ``grpc``: the
+    process serves gRPC too, and the two share its connection budget."""
+    return uvicorn.Config(app, **_uvicorn_options(settings, grpc=grpc, **overrides))
 
 
-def _uvicorn_options(settings: ServingConfig, **overrides: Any) -> dict[str, Any]:
+def _uvicorn_options(settings: ServingConfig, *, grpc: bool, **overrides: Any) -> dict[str, Any]:
+    limits = connection_limits(settings, listeners=2 if grpc else 1)
     return {
         "loop": "uvloop",
-        "http": functools.partial(GuardedHttpProtocol, limits=connection_limits(settings)),
+        "http": functools.partial(GuardedHttpProtocol, limits=limits),
         "access_log": False,
         "log_config": None,
         "server_header": False,
@@ -97,21 +98,15 @@ def _uvicorn_options(settings: ServingConfig, **overrides: Any) -> dict[str, Any
     }
 
 
-def connection_limits(settings: ServingConfig) -> ConnectionLimits:
-    """The connection guard's settings; the cap stays under this process's open-file limit."""
+def connection_limits(settings: ServingConfig, *, listeners: int = 1) -> ConnectionLimits:
+    """The connection guard's settings; the cap stays under this process's open-file limit, shared with the
+    other ``listeners`` (gRPC) of the process."""
     limits = settings.limits
     return ConnectionLimits(
         header_timeout_s=limits.header_timeout_s,
         body_timeout_s=limits.body_timeout_s,
-        max_connections=min(limits.max_connections, _connections_the_file_limit_allows()),
+        max_connections=connection_budget(limits.max_connections, listeners=listeners),
     )
-
-
-def _connections_the_file_limit_allows() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 30
-    return max(1, soft - RESERVED_FILES)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -173,7 +168,9 @@ def _serve_workers(
     }
     os.environ[SPEC_VARIABLE] = json.dumps(spec)
     _announce(host, port, on_listening)
-    options = _uvicorn_options(settings, host=host, port=port, workers=workers, factory=True, log_level=log_level)
+    options = _uvicorn_options(
+        settings, grpc=grpc_port is not None, host=host, port=port, workers=workers, factory=True, log_level=log_level
+    )
     uvicorn.run(f"{__name__}:app_from_environment", **options)
 
 

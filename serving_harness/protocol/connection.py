@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from dataclasses import asdict, dataclass
 from time import monotonic
 from typing import Any, cast
@@ -51,6 +52,18 @@ logger = logging.getLogger(__name__)
 BODY_GRACE_S = 1.0  # the infer route's own 408 at body_timeout_s comes first
 CLOSED_CONNECTIONS = "sh_closed_connections"  # lifespan state key: reason -> connections closed
 WARNING_INTERVAL_S = 60.0  # a flood of connections logs one warning a minute, not one per connection
+
+RESERVED_FILES = 64  # descriptors kept for the model files, logs and the runtime's own use
+
+
+def connection_budget(max_connections: int, *, listeners: int = 1) -> int:
+    """The connections one listener may hold: ``max_connections``, and all ``listeners`` of this process (REST,
+    gRPC) together under its open-file limit, less ``RESERVED_FILES``: idle sockets on one protocol must not
+    use up the descriptors the other needs to accept anything."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return min(max_connections, max(1, (soft - RESERVED_FILES) // listeners))
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from serving_harness import __version__
 from serving_harness.errors import InferenceFailed, ModelNotReady, ServingError
 from serving_harness.metrics import UNKNOWN_MODEL
 from serving_harness.protocol.compression import MIN_COMPRESS_BYTES
+from serving_harness.protocol.connection import connection_budget
 from serving_harness.protocol.grpc_codec import decode_grpc_request, encode_grpc_response
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2 as pb
 from serving_harness.protocol.grpc_gen import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -109,10 +110,16 @@ async def start_grpc_server(harness: Harness, listener: GrpcListener) -> grpc.ai
 
     Raises OSError when the address cannot be bound.
     """
+    limits = harness.settings.limits
     options = [
-        ("grpc.max_receive_message_length", harness.settings.limits.max_body_bytes),
+        ("grpc.max_receive_message_length", limits.max_body_bytes),
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", int(listener.reuse_port)),  # off: a port in use is an error, not shared
+        # The REST guard's bounds, for gRPC: connections share the process's budget with REST's (idle sockets
+        # on this port must not take the descriptors REST needs), and a connection that has not finished its
+        # HTTP/2 handshake within the header timeout is closed, as REST closes one that sends no headers.
+        ("grpc.max_allowed_incoming_connections", connection_budget(limits.max_connections, listeners=2)),
+        ("grpc.server_handshake_timeout_ms", int(limits.header_timeout_s * 1000)),
     ]
     with yield_on_wake():  # grpc's poller and I/O threads start here (once per process): see sched
         server = grpc.aio.server(options=options)
